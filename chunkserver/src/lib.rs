@@ -1,0 +1,1 @@
+//! rdfs-chunkserver (being built).

@@ -1,0 +1,1 @@
+//! rdfs-client (being built).

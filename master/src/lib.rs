@@ -1,0 +1,1 @@
+//! rdfs-master (being built).

@@ -1,0 +1,121 @@
+//! Data-plane message headers. Variants are never reordered (bincode encodes the index).
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{ChunkId, ChunkVersion, Epoch, LeaseSerial};
+use crate::ErrorCode;
+
+/// What every mutation carries so a stale primary or a deposed master can do no harm.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fence {
+    pub chunk_id: ChunkId,
+    pub version: ChunkVersion,
+    pub epoch: Epoch,
+    pub lease_serial: LeaseSerial,
+    /// Reserved for master-signed access tokens.
+    pub token: Vec<u8>,
+}
+
+/// Write `len` bytes at `offset` of a chunk; the bytes follow as `Data` frames.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteRequest {
+    pub fence: Fence,
+    pub offset: u64,
+    pub len: u64,
+    /// The rest of the chain after the receiver, in order.
+    pub downstream: Vec<String>,
+    /// Fsync data and checksums before acknowledging.
+    pub sync: bool,
+    /// Mutation serial assigned by the primary (0 from a client); replicas apply in this order.
+    pub serial: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteAck {
+    /// Bytes of data the replica holds after the write.
+    pub chunk_len: u64,
+    /// Serial the primary assigned to this mutation.
+    pub serial: u64,
+}
+
+/// Read `len` bytes at `offset`; a replica returns at most what it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadRequest {
+    pub chunk_id: ChunkId,
+    pub version: ChunkVersion,
+    pub offset: u64,
+    pub len: u64,
+    pub token: Vec<u8>,
+}
+
+/// From the master: persist a new version (and, with `create`, create an empty chunk).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetVersionRequest {
+    pub chunk_id: ChunkId,
+    pub version: ChunkVersion,
+    pub epoch: Epoch,
+    pub lease_serial: LeaseSerial,
+    pub create: bool,
+}
+
+/// From a chunkserver executing a master's replicate command: a whole replica follows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicateRequest {
+    pub chunk_id: ChunkId,
+    pub version: ChunkVersion,
+    pub epoch: Epoch,
+    pub len: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkInfo {
+    pub chunk_id: ChunkId,
+    pub version: ChunkVersion,
+    pub len: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Msg {
+    Write(WriteRequest),
+    Read(ReadRequest),
+    SetVersion(SetVersionRequest),
+    Replicate(ReplicateRequest),
+    Ping,
+    ChunkInfo { chunk_id: ChunkId },
+    /// Bulk bytes (the frame payload). `last` marks the final frame of a transfer.
+    Data { last: bool },
+    WriteOk(WriteAck),
+    ReadOk { len: u64 },
+    Ok,
+    Pong { epoch: Epoch },
+    ChunkInfoOk(ChunkInfo),
+    Error { code: ErrorCode, message: String },
+}
+
+impl Msg {
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Msg {
+        Msg::Error {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// Short name for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Msg::Write(_) => "write",
+            Msg::Read(_) => "read",
+            Msg::SetVersion(_) => "set_version",
+            Msg::Replicate(_) => "replicate",
+            Msg::Ping => "ping",
+            Msg::ChunkInfo { .. } => "chunk_info",
+            Msg::Data { .. } => "data",
+            Msg::WriteOk(_) => "write_ok",
+            Msg::ReadOk { .. } => "read_ok",
+            Msg::Ok => "ok",
+            Msg::Pong { .. } => "pong",
+            Msg::ChunkInfoOk(_) => "chunk_info_ok",
+            Msg::Error { .. } => "error",
+        }
+    }
+}

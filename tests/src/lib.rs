@@ -1,0 +1,1 @@
+//! rdfs-tests: in-process cluster harness (being built).
