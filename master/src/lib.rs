@@ -1,1 +1,166 @@
-//! rdfs-master (being built).
+//! rdfs-master: the metadata server.
+//!
+//! # Layout
+//! - [`config`]: [`MasterConfig`] and its defaults.
+//! - [`namespace`]: the pure inode tree and the [`namespace::Op`]s that change it.
+//! - [`oplog`], [`checkpoint`], [`recovery`], [`identity`]: durability on disk.
+//! - `state`: the shared state behind one lock and the mutation path (log before answer).
+//! - `chunk_map`, `chunkservers`, `placement`, `lease`, `write`, `replication`, `fsck`:
+//!   chunk locations, chunkserver calls, leases and version bumps, re-replication.
+//! - `service`: the tonic `Master` service.
+//!
+//! [`run`] locks and opens the data directory, recovers, serves until shutdown, then
+//! writes a checkpoint.
+
+mod checkpoint_task;
+mod chunk_map;
+mod chunkservers;
+mod fsck;
+mod fsutil;
+mod lease;
+mod placement;
+mod replication;
+mod service;
+mod state;
+mod write;
+
+pub mod checkpoint;
+pub mod config;
+pub mod error;
+pub mod identity;
+pub mod namespace;
+pub mod oplog;
+pub mod recovery;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use rdfs_proto::limits::MAX_GRPC_MESSAGE_BYTES;
+use rdfs_proto::pb::master_server::MasterServer;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::MasterConfig;
+pub use error::MasterError;
+
+use crate::service::MasterService;
+use crate::state::{Master, State};
+
+/// Longest wait for the op-log writer thread to finish at shutdown.
+const WRITER_JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs a master on `listener` until `shutdown` is cancelled; then checkpoints and returns.
+pub async fn run(
+    config: MasterConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), MasterError> {
+    config.validate()?;
+    let dir = config.data_dir.clone();
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| MasterError::io(&dir, "creating data directory", e))?;
+    let _lock = identity::lock_dir(&dir)?;
+    let (ident, _fresh) = identity::open_or_init(&dir, config.chunk_size_bytes)?;
+    let rec_dir = dir.clone();
+    let rec = tokio::task::spawn_blocking(move || recovery::recover(&rec_dir))
+        .await
+        .map_err(|e| MasterError::Recovery(format!("recovery task: {e}")))??;
+    let (log, writer) = oplog::start_writer(
+        &oplog::segment_dir(&dir),
+        rec.last_segment.clone(),
+        rec.last_seq + 1,
+    )?;
+    let mut st = State::new(rec.ns, rec.last_seq, config.replication);
+    st.last_checkpoint_seq = rec.checkpoint_seq;
+    let boot_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(1);
+    let master = Arc::new(Master {
+        config,
+        identity: ident,
+        state: Mutex::new(st),
+        log,
+        lease_serial: AtomicU64::new(boot_ms),
+    });
+    tracing::info!(
+        cluster_id = %master.identity.cluster_id,
+        last_seq = rec.last_seq,
+        safe_mode = master.state.lock().safe_mode,
+        addr = ?listener.local_addr().ok(),
+        "master serving"
+    );
+    let tasks = shutdown.child_token();
+    let bg = spawn_background(&master, &tasks);
+    let served = serve(&master, listener, shutdown.clone()).await;
+    tasks.cancel();
+    for t in bg {
+        let _ = t.await;
+    }
+    let ckpt = checkpoint_task::checkpoint(&master).await;
+    stop_writer(&master, writer).await;
+    served?;
+    ckpt?;
+    tracing::info!("master stopped");
+    Ok(())
+}
+
+async fn serve(
+    master: &Arc<Master>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), MasterError> {
+    let svc = MasterServer::new(MasterService {
+        master: master.clone(),
+    })
+    .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+    tonic::transport::Server::builder()
+        .add_service(svc)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown.cancelled_owned(),
+        )
+        .await
+        .map_err(|e| MasterError::Transport(e.to_string()))
+}
+
+fn spawn_background(
+    master: &Arc<Master>,
+    stop: &CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let (m, s) = (master.clone(), stop.clone());
+    let scan = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(m.config.replication_scan_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = s.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let timeout = m.config.heartbeat_timeout;
+            m.state.lock().scan(std::time::Instant::now(), timeout);
+        }
+    });
+    let ckpt = tokio::spawn(checkpoint_task::run_periodic(master.clone(), stop.clone()));
+    vec![scan, ckpt]
+}
+
+/// Tells the writer thread to stop after everything queued, and waits for it.
+async fn stop_writer(master: &Master, writer: std::thread::JoinHandle<()>) {
+    if let Ok(permit) = master.log.tx.reserve().await {
+        permit.send(oplog::LogCmd::Stop);
+    }
+    let join = tokio::task::spawn_blocking(move || writer.join());
+    if tokio::time::timeout(WRITER_JOIN_TIMEOUT, join)
+        .await
+        .is_err()
+    {
+        tracing::warn!("op-log writer did not stop in time");
+    }
+}

@@ -50,17 +50,17 @@ pub const DATAPLANE_IO_TIMEOUT_MS: u64 = 30_000;
 /// Most concurrent data-plane connections one chunkserver serves.
 pub const MAX_DATAPLANE_CONNECTIONS: usize = 256;
 
-const _: () = assert!(DEFAULT_CHUNK_SIZE % BLOCK_SIZE == 0);
-const _: () = assert!(MIN_CHUNK_SIZE % BLOCK_SIZE == 0);
-const _: () = assert!(MAX_CHUNK_SIZE % BLOCK_SIZE == 0);
+const _: () = assert!((DEFAULT_CHUNK_SIZE).is_multiple_of(BLOCK_SIZE));
+const _: () = assert!((MIN_CHUNK_SIZE).is_multiple_of(BLOCK_SIZE));
+const _: () = assert!((MAX_CHUNK_SIZE).is_multiple_of(BLOCK_SIZE));
 const _: () = assert!(PACKET_BYTES <= MAX_FRAME_PAYLOAD_BYTES);
-const _: () = assert!(PACKET_BYTES as u64 % BLOCK_SIZE == 0);
+const _: () = assert!((PACKET_BYTES as u64).is_multiple_of(BLOCK_SIZE));
 const _: () = assert!(DEFAULT_MIN_REPLICAS <= DEFAULT_REPLICATION);
 const _: () = assert!(DEFAULT_HEARTBEAT_INTERVAL_MS < DEFAULT_HEARTBEAT_TIMEOUT_MS);
 
 /// Checks a chunk size given at cluster initialisation.
 pub fn validate_chunk_size(bytes: u64) -> Result<(), String> {
-    if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&bytes) || bytes % BLOCK_SIZE != 0 {
+    if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&bytes) || !bytes.is_multiple_of(BLOCK_SIZE) {
         return Err(format!(
             "chunk size {bytes} must be a multiple of {BLOCK_SIZE} between {MIN_CHUNK_SIZE} and {MAX_CHUNK_SIZE}"
         ));

@@ -1,0 +1,375 @@
+//! Data operations of the chunk store: checksummed writes and reads, commit (meta + fsync),
+//! and installing a whole replica received from another chunkserver.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use rdfs_proto::dataplane::ChunkInfo;
+use rdfs_proto::ids::{ChunkId, ChunkVersion, LeaseSerial};
+use rdfs_proto::limits::BLOCK_SIZE;
+
+use super::{
+    block_of, open_rw, read_at_zero_fill, sync_dir, write_meta, ChunkMeta, ChunkPaths, ChunkStore,
+    Replica, Result, StoreError,
+};
+
+impl ChunkStore {
+    /// Writes `data` at `offset`, zero-filling any gap past the end, and updates the CRCs of
+    /// the touched blocks. Returns the replica's length afterwards. Not durable until
+    /// [`ChunkStore::commit`].
+    pub fn write(&self, id: ChunkId, offset: u64, data: &[u8]) -> Result<u64> {
+        let end = self.check_range(id, offset, data.len() as u64)?;
+        let paths = self.paths(id)?;
+        let replica = self.get(id)?;
+        let mut r = replica.lock();
+        r.usable(id)?;
+        let old_len = r.meta.len;
+        if data.is_empty() && end <= old_len {
+            return Ok(old_len);
+        }
+        let new_len = old_len.max(end);
+        self.reserve(id, new_len - old_len)?;
+        let file = open_rw(id, &paths.data)?;
+        let span = Span {
+            offset,
+            data,
+            old_len,
+            new_len,
+        };
+        let saved_crcs = r.meta.crcs.clone();
+        r.meta.crcs.resize(super::blocks_for(new_len) as usize, 0);
+        for block in block_of(offset.min(old_len))..=block_of(end.max(1) - 1) {
+            if let Err(e) = write_block(&file, &paths.data, &mut r, block, &span) {
+                self.fail_write(&file, &mut r, &span, saved_crcs, &e);
+                return Err(e);
+            }
+        }
+        r.meta.len = new_len;
+        self.used.fetch_add(new_len - old_len, Ordering::Relaxed);
+        Ok(new_len)
+    }
+
+    /// Makes the writes so far visible to a restart: meta rewritten atomically, and with
+    /// `sync` the data, meta and directory fsynced.
+    pub fn commit(&self, id: ChunkId, sync: bool) -> Result<u64> {
+        let paths = self.paths(id)?;
+        let replica = self.get(id)?;
+        let r = replica.lock();
+        r.usable(id)?;
+        if sync {
+            open_rw(id, &paths.data)?
+                .sync_data()
+                .map_err(|e| StoreError::io(id, "fsync", &paths.data, e))?;
+        }
+        write_meta(&paths, &r.meta, sync).inspect_err(|e| self.note_io_error(e))?;
+        Ok(r.meta.len)
+    }
+
+    /// Reads up to `len` bytes at `offset`: only what the replica holds (possibly nothing).
+    /// Every touched block is verified; a mismatch quarantines the replica.
+    pub fn read(&self, id: ChunkId, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let paths = self.paths(id)?;
+        let replica = self.get(id)?;
+        let mut r = replica.lock();
+        r.usable(id)?;
+        let held = r.meta.len;
+        let end = offset.saturating_add(len).min(held);
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        let span_start = block_of(offset) * BLOCK_SIZE;
+        let span_end = ((block_of(end - 1) + 1) * BLOCK_SIZE).min(held);
+        let mut buf = vec![0u8; (span_end - span_start) as usize];
+        let file =
+            File::open(&paths.data).map_err(|e| StoreError::io(id, "open", &paths.data, e))?;
+        read_at_zero_fill(&file, &mut buf, span_start)
+            .map_err(|e| StoreError::io(id, "read", &paths.data, e))?;
+        for (i, block) in buf.chunks(BLOCK_SIZE as usize).enumerate() {
+            let index = block_of(span_start) + i as u64;
+            if crc32fast::hash(block) != r.meta.crcs[index as usize] {
+                r.quarantined = true;
+                tracing::warn!(chunk_id = %id, block = index, "checksum mismatch on read");
+                return Err(StoreError::ChecksumMismatch {
+                    chunk: id,
+                    block: index,
+                });
+            }
+        }
+        buf.truncate((end - span_start) as usize);
+        buf.drain(..(offset - span_start) as usize);
+        Ok(buf)
+    }
+
+    /// Starts receiving a whole replica into a temporary file.
+    pub fn begin_install(&self, id: ChunkId) -> Result<Installer> {
+        let paths = self.paths(id)?;
+        fs::create_dir_all(&paths.dir).map_err(|e| StoreError::io(id, "create", &paths.dir, e))?;
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&paths.data_tmp)
+            .map_err(|e| StoreError::io(id, "create", &paths.data_tmp, e))?;
+        Ok(Installer {
+            chunk: id,
+            paths,
+            file,
+            len: 0,
+            crcs: Vec::new(),
+            block: crc32fast::Hasher::new(),
+            block_fill: 0,
+        })
+    }
+
+    /// Verifies the received copy, fsyncs it and renames it over any older replica.
+    pub fn finish_install(
+        &self,
+        mut inst: Installer,
+        version: ChunkVersion,
+        expected_len: u64,
+    ) -> Result<ChunkInfo> {
+        // On failure, dropping `inst` removes the temporary copy.
+        self.install_checked(&mut inst, version, expected_len)
+    }
+
+    fn install_checked(
+        &self,
+        inst: &mut Installer,
+        version: ChunkVersion,
+        expected_len: u64,
+    ) -> Result<ChunkInfo> {
+        let id = inst.chunk;
+        if inst.len != expected_len {
+            return Err(StoreError::ShortReplica {
+                chunk: id,
+                got: inst.len,
+                expected: expected_len,
+            });
+        }
+        self.check_range(id, 0, inst.len)?;
+        inst.seal();
+        let tmp = &inst.paths.data_tmp;
+        inst.file
+            .sync_all()
+            .map_err(|e| StoreError::io(id, "fsync", tmp, e))?;
+        verify_file(&inst.file, id, inst.len, &inst.crcs)
+            .map_err(|e| e.unwrap_or_else(|e| StoreError::io(id, "read", tmp, e)))?;
+        let _guard = self.create_lock.lock();
+        let existing = self.get(id).ok();
+        let old_len = existing.as_ref().map_or(0, |h| h.lock().meta.len);
+        if let Some(h) = &existing {
+            let r = h.lock();
+            if !r.quarantined && !r.deleted && r.meta.version > version {
+                return Err(StoreError::VersionRegression {
+                    chunk: id,
+                    stored: r.meta.version,
+                    requested: version,
+                });
+            }
+        }
+        self.reserve(id, inst.len.saturating_sub(old_len))?;
+        let meta = ChunkMeta {
+            len: inst.len,
+            crcs: std::mem::take(&mut inst.crcs),
+            ..ChunkMeta::new(id, version, LeaseSerial(0))
+        };
+        let paths = &inst.paths;
+        let handle = existing.unwrap_or_else(|| {
+            Arc::new(Mutex::new(Replica {
+                meta: meta.clone(),
+                quarantined: false,
+                deleted: false,
+            }))
+        });
+        let mut r = handle.lock();
+        // Data first: a crash between the renames leaves old meta over new data, which
+        // fails its CRCs at restart instead of serving mixed bytes as valid.
+        fs::rename(&paths.data_tmp, &paths.data)
+            .map_err(|e| StoreError::io(id, "rename", &paths.data_tmp, e))?;
+        write_meta(paths, &meta, true)?;
+        sync_dir(id, &paths.dir)?;
+        r.meta = meta;
+        r.quarantined = false;
+        r.deleted = false;
+        drop(r);
+        self.used.fetch_add(inst.len, Ordering::Relaxed);
+        self.used.fetch_sub(old_len, Ordering::Relaxed);
+        self.replicas.lock().insert(id, handle);
+        tracing::info!(chunk_id = %id, version = %version, len = inst.len, "replica installed");
+        Ok(ChunkInfo {
+            chunk_id: id,
+            version,
+            len: inst.len,
+        })
+    }
+
+    /// Checks `offset + len` against the chunk size; returns the end offset.
+    fn check_range(&self, id: ChunkId, offset: u64, len: u64) -> Result<u64> {
+        let limit = self.max_chunk_bytes();
+        match offset.checked_add(len) {
+            Some(end) if end <= limit => Ok(end),
+            _ => Err(StoreError::OutOfRange {
+                chunk: id,
+                offset,
+                len,
+                limit,
+            }),
+        }
+    }
+
+    /// Leaves the replica consistent after a failed write: an append is rolled back to the
+    /// old length; a failed overwrite (or a bad old block) may have left bytes on disk that
+    /// no CRC describes, so the replica is quarantined.
+    fn fail_write(
+        &self,
+        file: &File,
+        r: &mut Replica,
+        span: &Span,
+        saved_crcs: Vec<u32>,
+        err: &StoreError,
+    ) {
+        self.note_io_error(err);
+        let is_append = span.offset >= span.old_len;
+        let checksum = matches!(err, StoreError::ChecksumMismatch { .. });
+        if is_append && !checksum && file.set_len(span.old_len).is_ok() {
+            r.meta.crcs = saved_crcs;
+            return;
+        }
+        r.meta.crcs = saved_crcs;
+        r.quarantined = true;
+        tracing::warn!(chunk_id = %r.meta.chunk_id, error = %err, "replica quarantined after a failed write");
+    }
+}
+
+/// One write request's byte range, as seen by each block it touches.
+#[derive(Clone, Copy)]
+struct Span<'a> {
+    offset: u64,
+    data: &'a [u8],
+    old_len: u64,
+    new_len: u64,
+}
+
+/// Writes the part of `data` (at `offset`) that falls into `block`, plus zero gap fill,
+/// rewriting the whole block so its CRC covers exactly what is on disk.
+fn write_block(file: &File, path: &Path, r: &mut Replica, block: u64, span: &Span) -> Result<()> {
+    let id = r.meta.chunk_id;
+    let Span {
+        offset,
+        data,
+        old_len,
+        new_len,
+    } = *span;
+    let block_start = block * BLOCK_SIZE;
+    let block_new_len = (new_len - block_start).min(BLOCK_SIZE);
+    let block_old_len = old_len.saturating_sub(block_start).min(BLOCK_SIZE);
+    let end = offset + data.len() as u64;
+    let w_start = offset.max(block_start);
+    let w_end = end.min(block_start + BLOCK_SIZE);
+    let covers_old = w_start <= block_start && w_end >= block_start + block_old_len;
+    let mut buf = vec![0u8; block_new_len as usize];
+    if block_old_len > 0 && !covers_old {
+        let old = &mut buf[..block_old_len as usize];
+        read_at_zero_fill(file, old, block_start)
+            .map_err(|e| StoreError::io(id, "read", path, e))?;
+        if crc32fast::hash(old) != r.meta.crcs[block as usize] {
+            tracing::warn!(chunk_id = %id, block, "checksum mismatch before partial overwrite");
+            return Err(StoreError::ChecksumMismatch { chunk: id, block });
+        }
+    }
+    if w_start < w_end {
+        let dst = &mut buf[(w_start - block_start) as usize..(w_end - block_start) as usize];
+        dst.copy_from_slice(&data[(w_start - offset) as usize..(w_end - offset) as usize]);
+    }
+    file.write_all_at(&buf, block_start)
+        .map_err(|e| StoreError::io(id, "write", path, e))?;
+    r.meta.crcs[block as usize] = crc32fast::hash(&buf);
+    Ok(())
+}
+
+/// Re-reads a file and compares every block with `crcs`. `Err(Ok(_))` is a mismatch.
+fn verify_file(
+    file: &File,
+    id: ChunkId,
+    len: u64,
+    crcs: &[u32],
+) -> std::result::Result<(), std::result::Result<StoreError, std::io::Error>> {
+    let mut buf = vec![0u8; BLOCK_SIZE as usize];
+    for (block, crc) in crcs.iter().enumerate() {
+        let start = block as u64 * BLOCK_SIZE;
+        let n = (len - start).min(BLOCK_SIZE) as usize;
+        file.read_exact_at(&mut buf[..n], start).map_err(Err)?;
+        if crc32fast::hash(&buf[..n]) != *crc {
+            return Err(Ok(StoreError::ChecksumMismatch {
+                chunk: id,
+                block: block as u64,
+            }));
+        }
+    }
+    Ok(())
+}
+
+/// A replica being received; see [`ChunkStore::begin_install`].
+pub struct Installer {
+    chunk: ChunkId,
+    paths: ChunkPaths,
+    file: File,
+    len: u64,
+    crcs: Vec<u32>,
+    /// CRC of the block being filled, and how many bytes it has.
+    block: crc32fast::Hasher,
+    block_fill: u64,
+}
+
+impl Drop for Installer {
+    /// An unfinished copy is never needed again (after a successful install the temp
+    /// name no longer exists and this is a no-op).
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.paths.data_tmp);
+    }
+}
+
+impl Installer {
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends received bytes, computing block CRCs as they come.
+    pub fn append(&mut self, mut bytes: &[u8]) -> Result<()> {
+        let id = self.chunk;
+        self.file
+            .write_all(bytes)
+            .map_err(|e| StoreError::io(id, "write", &self.paths.data_tmp, e))?;
+        self.len += bytes.len() as u64;
+        while !bytes.is_empty() {
+            let take = ((BLOCK_SIZE - self.block_fill) as usize).min(bytes.len());
+            self.block.update(&bytes[..take]);
+            self.block_fill += take as u64;
+            bytes = &bytes[take..];
+            if self.block_fill == BLOCK_SIZE {
+                let full = std::mem::replace(&mut self.block, crc32fast::Hasher::new());
+                self.crcs.push(full.finalize());
+                self.block_fill = 0;
+            }
+        }
+        Ok(())
+    }
+
+    fn seal(&mut self) {
+        if self.block_fill > 0 {
+            let last = std::mem::replace(&mut self.block, crc32fast::Hasher::new());
+            self.crcs.push(last.finalize());
+            self.block_fill = 0;
+        }
+    }
+}

@@ -1,0 +1,741 @@
+//! The namespace: a pure inode tree (no I/O). `plan_*` validate a request against the
+//! current tree and produce the [`Op`]s that carry it out; [`Namespace::apply`] is the only
+//! way the tree changes, both live and at replay.
+//!
+//! Invariants: the root (inode 1) is a directory and its own parent; every inode except the
+//! root is named by exactly one entry of its parent (no hard links yet); every chunk in a
+//! file's chunk list is in the chunk table with that (inode, index) and vice versa;
+//! `next_inode` / `next_chunk_id` are above every allocated id.
+
+mod op;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+
+use rdfs_proto::ids::{ChunkId, ChunkVersion, Epoch, InodeId};
+use rdfs_proto::path;
+use rdfs_proto::ErrorCode;
+use serde::{Deserialize, Serialize};
+
+pub use op::Op;
+
+/// Default permission bits of the root directory.
+const ROOT_MODE: u32 = 0o755;
+/// Permission bits a mode may carry.
+pub const MODE_MASK: u32 = 0o7777;
+
+/// A request or replay error: the stable code plus a detail for the message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{detail}: {code}")]
+pub struct NsError {
+    pub code: ErrorCode,
+    pub detail: String,
+}
+
+impl NsError {
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
+        NsError {
+            code,
+            detail: detail.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeKind {
+    File {
+        size: u64,
+        chunks: BTreeMap<u64, ChunkId>,
+    },
+    Dir {
+        entries: BTreeMap<String, InodeId>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inode {
+    pub id: InodeId,
+    /// The directory holding this inode's one entry (the root is its own parent).
+    pub parent: InodeId,
+    /// This inode's name in `parent` (empty for the root); kept for fsck paths.
+    pub name: String,
+    pub kind: NodeKind,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub atime_ns: i64,
+    pub nlink: u32,
+    pub replication: u32,
+}
+
+impl Inode {
+    pub fn is_dir(&self) -> bool {
+        matches!(self.kind, NodeKind::Dir { .. })
+    }
+}
+
+/// Where a chunk lives in the namespace and which version is current.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkMeta {
+    pub version: ChunkVersion,
+    pub inode: InodeId,
+    pub index: u64,
+}
+
+/// What an applied op changed that the rest of the master must react to.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// Chunks no file references any more: their replicas are garbage.
+    pub freed_chunks: Vec<ChunkId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Namespace {
+    inodes: HashMap<InodeId, Inode>,
+    chunks: HashMap<ChunkId, ChunkMeta>,
+    next_inode: u64,
+    next_chunk_id: u64,
+    epoch: Epoch,
+}
+
+impl Default for Namespace {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Namespace {
+    /// An empty namespace: just the root directory.
+    pub fn new() -> Self {
+        let root = Inode {
+            id: InodeId::ROOT,
+            parent: InodeId::ROOT,
+            name: String::new(),
+            kind: NodeKind::Dir {
+                entries: BTreeMap::new(),
+            },
+            mode: ROOT_MODE,
+            uid: 0,
+            gid: 0,
+            mtime_ns: 0,
+            ctime_ns: 0,
+            atime_ns: 0,
+            nlink: 2,
+            replication: 0,
+        };
+        Namespace {
+            inodes: HashMap::from([(InodeId::ROOT, root)]),
+            chunks: HashMap::new(),
+            next_inode: InodeId::ROOT.0 + 1,
+            // 0 is never allocated (chunk files are named by id).
+            next_chunk_id: 1,
+            epoch: Epoch(1),
+        }
+    }
+
+    pub fn next_inode(&self) -> InodeId {
+        InodeId(self.next_inode)
+    }
+    pub fn next_chunk_id(&self) -> ChunkId {
+        ChunkId(self.next_chunk_id)
+    }
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+    pub fn inode(&self, id: InodeId) -> Option<&Inode> {
+        self.inodes.get(&id)
+    }
+    pub fn chunk(&self, id: ChunkId) -> Option<&ChunkMeta> {
+        self.chunks.get(&id)
+    }
+    pub fn chunks(&self) -> impl Iterator<Item = (&ChunkId, &ChunkMeta)> {
+        self.chunks.iter()
+    }
+    pub fn chunk_count(&self) -> usize {
+        self.chunks.len()
+    }
+    /// (files, dirs) over the whole tree.
+    pub fn counts(&self) -> (u64, u64) {
+        let dirs = self.inodes.values().filter(|i| i.is_dir()).count() as u64;
+        (self.inodes.len() as u64 - dirs, dirs)
+    }
+
+    /// The file inode with this id, or NotFound / IsADirectory.
+    pub fn file(&self, id: InodeId) -> Result<&Inode, NsError> {
+        let ino = self
+            .inodes
+            .get(&id)
+            .ok_or_else(|| NsError::new(ErrorCode::NotFound, format!("inode {id}")))?;
+        if ino.is_dir() {
+            return Err(NsError::new(ErrorCode::IsADirectory, format!("inode {id}")));
+        }
+        Ok(ino)
+    }
+
+    /// Absolute path of an inode, rebuilt from parent links.
+    pub fn path_of(&self, mut id: InodeId) -> String {
+        let mut parts = Vec::new();
+        while id != InodeId::ROOT {
+            let Some(ino) = self.inodes.get(&id) else {
+                break;
+            };
+            parts.push(ino.name.as_str());
+            id = ino.parent;
+        }
+        parts.reverse();
+        format!("/{}", parts.join("/"))
+    }
+
+    fn dir_entries(&self, id: InodeId) -> Option<&BTreeMap<String, InodeId>> {
+        match &self.inodes.get(&id)?.kind {
+            NodeKind::Dir { entries } => Some(entries),
+            NodeKind::File { .. } => None,
+        }
+    }
+
+    /// Looks `name` up in directory `dir`.
+    pub fn child(&self, dir: InodeId, name: &str) -> Option<InodeId> {
+        self.dir_entries(dir)?.get(name).copied()
+    }
+
+    /// Entries of a directory strictly after `start_after`, at most `limit`, sorted by name;
+    /// the flag says whether more follow.
+    pub fn list(
+        &self,
+        dir: InodeId,
+        start_after: &str,
+        limit: usize,
+    ) -> Result<ListPage<'_>, NsError> {
+        let entries = self
+            .dir_entries(dir)
+            .ok_or_else(|| NsError::new(ErrorCode::NotADirectory, "list"))?;
+        let range = entries.range::<str, _>((
+            std::ops::Bound::Excluded(start_after),
+            std::ops::Bound::Unbounded,
+        ));
+        let mut out = Vec::new();
+        let mut more = false;
+        for (name, id) in range {
+            if out.len() == limit {
+                more = true;
+                break;
+            }
+            if let Some(ino) = self.inodes.get(id) {
+                out.push((name.as_str(), ino));
+            }
+        }
+        Ok((out, more))
+    }
+
+    /// Resolves an absolute path to an inode.
+    pub fn resolve(&self, p: &str) -> Result<InodeId, NsError> {
+        let parts = path::components(p).map_err(|c| NsError::new(c, "path"))?;
+        let mut cur = InodeId::ROOT;
+        for part in parts {
+            let entries = self
+                .dir_entries(cur)
+                .ok_or_else(|| NsError::new(ErrorCode::NotADirectory, "path component"))?;
+            cur = *entries
+                .get(part)
+                .ok_or_else(|| NsError::new(ErrorCode::NotFound, "path"))?;
+        }
+        Ok(cur)
+    }
+
+    /// Resolves the parent directory of a non-root path; returns it and the last name.
+    fn resolve_parent<'p>(&self, p: &'p str) -> Result<(InodeId, &'p str), NsError> {
+        let parts = path::components(p).map_err(|c| NsError::new(c, "path"))?;
+        let Some((last, dirs)) = parts.split_last() else {
+            return Err(NsError::new(ErrorCode::InvalidArgument, "the root"));
+        };
+        let mut cur = InodeId::ROOT;
+        for part in dirs {
+            let entries = self
+                .dir_entries(cur)
+                .ok_or_else(|| NsError::new(ErrorCode::NotADirectory, "path component"))?;
+            cur = *entries
+                .get(*part)
+                .ok_or_else(|| NsError::new(ErrorCode::NotFound, "parent directory"))?;
+        }
+        if self.dir_entries(cur).is_none() {
+            return Err(NsError::new(ErrorCode::NotADirectory, "parent"));
+        }
+        Ok((cur, last))
+    }
+
+    /// Whether `id` is `ancestor` or lies inside its subtree.
+    fn is_within(&self, mut id: InodeId, ancestor: InodeId) -> bool {
+        loop {
+            if id == ancestor {
+                return true;
+            }
+            if id == InodeId::ROOT {
+                return false;
+            }
+            match self.inodes.get(&id) {
+                Some(ino) => id = ino.parent,
+                None => return false,
+            }
+        }
+    }
+
+    pub fn plan_mkdir(&self, p: &str, req: &NewNode, parents: bool) -> Result<Vec<Op>, NsError> {
+        let parts = path::components(p).map_err(|c| NsError::new(c, "path"))?;
+        if parts.is_empty() {
+            return if parents {
+                Ok(vec![])
+            } else {
+                Err(NsError::new(ErrorCode::AlreadyExists, "the root"))
+            };
+        }
+        let mut ops = Vec::new();
+        let mut cur = Some(InodeId::ROOT);
+        let mut next = self.next_inode;
+        for (i, part) in parts.iter().enumerate() {
+            let last = i + 1 == parts.len();
+            let found = match cur {
+                Some(dir) => match self.dir_entries(dir) {
+                    Some(entries) => entries.get(*part).copied(),
+                    None => return Err(NsError::new(ErrorCode::NotADirectory, "path component")),
+                },
+                None => None,
+            };
+            match found {
+                Some(_) if last && !parents => {
+                    return Err(NsError::new(ErrorCode::AlreadyExists, "mkdir"))
+                }
+                Some(id) if last && !self.inodes.get(&id).is_some_and(Inode::is_dir) => {
+                    return Err(NsError::new(ErrorCode::AlreadyExists, "mkdir"))
+                }
+                Some(id) => cur = Some(id),
+                None if !last && !parents => {
+                    return Err(NsError::new(ErrorCode::NotFound, "parent directory"))
+                }
+                None => {
+                    let parent = cur.unwrap_or(InodeId(next - 1));
+                    ops.push(Op::Mkdir {
+                        parent,
+                        name: (*part).to_string(),
+                        inode: InodeId(next),
+                        mode: req.mode & MODE_MASK,
+                        uid: req.uid,
+                        gid: req.gid,
+                        time_ns: req.time_ns,
+                    });
+                    next += 1;
+                    cur = None;
+                }
+            }
+        }
+        Ok(ops)
+    }
+
+    pub fn plan_create(&self, p: &str, req: &NewNode, overwrite: bool) -> Result<Op, NsError> {
+        let (parent, name) = self.resolve_parent(p)?;
+        let inode = match self.child(parent, name) {
+            None => self.next_inode(),
+            Some(id) => {
+                let existing = self
+                    .inodes
+                    .get(&id)
+                    .ok_or_else(|| NsError::new(ErrorCode::Internal, "dangling entry"))?;
+                if existing.is_dir() {
+                    return Err(NsError::new(ErrorCode::IsADirectory, "create"));
+                }
+                if !overwrite {
+                    return Err(NsError::new(ErrorCode::AlreadyExists, "create"));
+                }
+                id
+            }
+        };
+        Ok(Op::Create {
+            parent,
+            name: name.to_string(),
+            inode,
+            mode: req.mode & MODE_MASK,
+            uid: req.uid,
+            gid: req.gid,
+            replication: req.replication,
+            time_ns: req.time_ns,
+        })
+    }
+
+    pub fn plan_delete(&self, p: &str, recursive: bool, time_ns: i64) -> Result<Op, NsError> {
+        let (parent, name) = self.resolve_parent(p)?;
+        let id = self
+            .child(parent, name)
+            .ok_or_else(|| NsError::new(ErrorCode::NotFound, "delete"))?;
+        if let Some(entries) = self.dir_entries(id) {
+            if !entries.is_empty() && !recursive {
+                return Err(NsError::new(ErrorCode::DirectoryNotEmpty, "delete"));
+            }
+        }
+        Ok(Op::Delete {
+            parent,
+            name: name.to_string(),
+            time_ns,
+        })
+    }
+
+    /// Plans a rename; `None` when source and destination are already the same entry.
+    pub fn plan_rename(
+        &self,
+        src: &str,
+        dst: &str,
+        no_replace: bool,
+        time_ns: i64,
+    ) -> Result<Option<Op>, NsError> {
+        let (src_parent, src_name) = self.resolve_parent(src)?;
+        let src_id = self
+            .child(src_parent, src_name)
+            .ok_or_else(|| NsError::new(ErrorCode::NotFound, "rename source"))?;
+        let (dst_parent, dst_name) = self.resolve_parent(dst)?;
+        let src_is_dir = self.dir_entries(src_id).is_some();
+        if src_is_dir && self.is_within(dst_parent, src_id) {
+            return Err(NsError::new(
+                ErrorCode::InvalidArgument,
+                "cannot move a directory into its own subtree",
+            ));
+        }
+        if let Some(dst_id) = self.child(dst_parent, dst_name) {
+            if dst_id == src_id {
+                return Ok(None);
+            }
+            if no_replace {
+                return Err(NsError::new(ErrorCode::AlreadyExists, "rename destination"));
+            }
+            match (src_is_dir, self.dir_entries(dst_id)) {
+                (false, Some(_)) => {
+                    return Err(NsError::new(ErrorCode::IsADirectory, "rename destination"))
+                }
+                (true, None) => {
+                    return Err(NsError::new(ErrorCode::NotADirectory, "rename destination"))
+                }
+                (true, Some(entries)) if !entries.is_empty() => {
+                    return Err(NsError::new(
+                        ErrorCode::DirectoryNotEmpty,
+                        "rename destination",
+                    ))
+                }
+                _ => {}
+            }
+        }
+        Ok(Some(Op::Rename {
+            src_parent,
+            src_name: src_name.to_string(),
+            dst_parent,
+            dst_name: dst_name.to_string(),
+            time_ns,
+        }))
+    }
+
+    /// Applies one op. Plans were validated against the same state, so an error here means
+    /// a corrupt or out-of-order log at replay (or a bug live).
+    pub fn apply(&mut self, op: &Op) -> Result<Applied, NsError> {
+        match op {
+            Op::ClusterInit { epoch } => {
+                self.epoch = *epoch;
+                Ok(Applied::default())
+            }
+            Op::Mkdir {
+                parent,
+                name,
+                inode,
+                mode,
+                uid,
+                gid,
+                time_ns,
+            } => {
+                let kind = NodeKind::Dir {
+                    entries: BTreeMap::new(),
+                };
+                let attrs = (*mode, *uid, *gid, 0, *time_ns);
+                self.insert_node(*parent, name, *inode, kind, attrs)?;
+                Ok(Applied::default())
+            }
+            Op::Create {
+                parent,
+                name,
+                inode,
+                mode,
+                uid,
+                gid,
+                replication,
+                time_ns,
+            } => {
+                if self.child(*parent, name) == Some(*inode) {
+                    return self.truncate(*inode, *time_ns);
+                }
+                let kind = NodeKind::File {
+                    size: 0,
+                    chunks: BTreeMap::new(),
+                };
+                let attrs = (*mode, *uid, *gid, *replication, *time_ns);
+                self.insert_node(*parent, name, *inode, kind, attrs)?;
+                Ok(Applied::default())
+            }
+            Op::Delete {
+                parent,
+                name,
+                time_ns,
+            } => self.delete_entry(*parent, name, *time_ns),
+            Op::Rename {
+                src_parent,
+                src_name,
+                dst_parent,
+                dst_name,
+                time_ns,
+            } => self.rename(*src_parent, src_name, *dst_parent, dst_name, *time_ns),
+            Op::AllocateChunk {
+                inode,
+                index,
+                chunk_id,
+                version,
+            } => self.allocate_chunk(*inode, *index, *chunk_id, *version),
+            Op::SetChunkVersion { chunk_id, version } => {
+                let meta = self.chunks.get_mut(chunk_id).ok_or_else(|| {
+                    NsError::new(ErrorCode::NoSuchChunk, format!("chunk {chunk_id}"))
+                })?;
+                meta.version = *version;
+                Ok(Applied::default())
+            }
+            Op::CommitWrite {
+                inode,
+                end,
+                mtime_ns,
+            } => {
+                let ino = self.file_mut(*inode)?;
+                if let NodeKind::File { size, .. } = &mut ino.kind {
+                    *size = (*size).max(*end);
+                }
+                ino.mtime_ns = *mtime_ns;
+                ino.ctime_ns = *mtime_ns;
+                Ok(Applied::default())
+            }
+        }
+    }
+
+    fn file_mut(&mut self, id: InodeId) -> Result<&mut Inode, NsError> {
+        match self.inodes.get_mut(&id) {
+            Some(ino) if !ino.is_dir() => Ok(ino),
+            Some(_) => Err(NsError::new(ErrorCode::IsADirectory, format!("inode {id}"))),
+            None => Err(NsError::new(ErrorCode::NotFound, format!("inode {id}"))),
+        }
+    }
+
+    fn entries_mut(&mut self, dir: InodeId) -> Result<&mut BTreeMap<String, InodeId>, NsError> {
+        match self.inodes.get_mut(&dir).map(|i| &mut i.kind) {
+            Some(NodeKind::Dir { entries }) => Ok(entries),
+            Some(NodeKind::File { .. }) => Err(NsError::new(
+                ErrorCode::NotADirectory,
+                format!("inode {dir}"),
+            )),
+            None => Err(NsError::new(ErrorCode::NotFound, format!("inode {dir}"))),
+        }
+    }
+
+    fn touch_dir(&mut self, dir: InodeId, time_ns: i64) {
+        if let Some(d) = self.inodes.get_mut(&dir) {
+            d.mtime_ns = time_ns;
+            d.ctime_ns = time_ns;
+        }
+    }
+
+    /// Inserts a new inode under `parent`; `attrs` = (mode, uid, gid, replication, time).
+    fn insert_node(
+        &mut self,
+        parent: InodeId,
+        name: &str,
+        id: InodeId,
+        kind: NodeKind,
+        attrs: (u32, u32, u32, u32, i64),
+    ) -> Result<(), NsError> {
+        path::validate_name(name).map_err(|c| NsError::new(c, "name"))?;
+        if id.0 < self.next_inode || self.inodes.contains_key(&id) {
+            return Err(NsError::new(
+                ErrorCode::Internal,
+                format!("inode {id} below next id {}", self.next_inode),
+            ));
+        }
+        let entries = self.entries_mut(parent)?;
+        if entries.contains_key(name) {
+            return Err(NsError::new(ErrorCode::AlreadyExists, name.to_string()));
+        }
+        entries.insert(name.to_string(), id);
+        let (mode, uid, gid, replication, time_ns) = attrs;
+        let nlink = if matches!(kind, NodeKind::Dir { .. }) {
+            2
+        } else {
+            1
+        };
+        self.inodes.insert(
+            id,
+            Inode {
+                id,
+                parent,
+                name: name.to_string(),
+                kind,
+                mode,
+                uid,
+                gid,
+                mtime_ns: time_ns,
+                ctime_ns: time_ns,
+                atime_ns: time_ns,
+                nlink,
+                replication,
+            },
+        );
+        self.next_inode = id.0 + 1;
+        self.touch_dir(parent, time_ns);
+        Ok(())
+    }
+
+    fn truncate(&mut self, id: InodeId, time_ns: i64) -> Result<Applied, NsError> {
+        let ino = self.file_mut(id)?;
+        ino.mtime_ns = time_ns;
+        ino.ctime_ns = time_ns;
+        let freed = match &mut ino.kind {
+            NodeKind::File { size, chunks } => {
+                *size = 0;
+                std::mem::take(chunks).into_values().collect::<Vec<_>>()
+            }
+            NodeKind::Dir { .. } => Vec::new(),
+        };
+        for c in &freed {
+            self.chunks.remove(c);
+        }
+        Ok(Applied {
+            freed_chunks: freed,
+        })
+    }
+
+    /// Removes an inode and its subtree from the inode table; returns the freed chunks.
+    fn drop_subtree(&mut self, root: InodeId) -> Vec<ChunkId> {
+        let mut freed = Vec::new();
+        let mut stack = vec![root];
+        while let Some(id) = stack.pop() {
+            let Some(ino) = self.inodes.remove(&id) else {
+                continue;
+            };
+            match ino.kind {
+                NodeKind::Dir { entries } => stack.extend(entries.into_values()),
+                NodeKind::File { chunks, .. } => freed.extend(chunks.into_values()),
+            }
+        }
+        for c in &freed {
+            self.chunks.remove(c);
+        }
+        freed
+    }
+
+    fn delete_entry(
+        &mut self,
+        parent: InodeId,
+        name: &str,
+        time_ns: i64,
+    ) -> Result<Applied, NsError> {
+        let id = self
+            .entries_mut(parent)?
+            .remove(name)
+            .ok_or_else(|| NsError::new(ErrorCode::NotFound, name.to_string()))?;
+        self.touch_dir(parent, time_ns);
+        Ok(Applied {
+            freed_chunks: self.drop_subtree(id),
+        })
+    }
+
+    fn rename(
+        &mut self,
+        src_parent: InodeId,
+        src_name: &str,
+        dst_parent: InodeId,
+        dst_name: &str,
+        time_ns: i64,
+    ) -> Result<Applied, NsError> {
+        path::validate_name(dst_name).map_err(|c| NsError::new(c, "name"))?;
+        let id = self
+            .child(src_parent, src_name)
+            .ok_or_else(|| NsError::new(ErrorCode::NotFound, src_name.to_string()))?;
+        if self.dir_entries(id).is_some() && self.is_within(dst_parent, id) {
+            return Err(NsError::new(
+                ErrorCode::InvalidArgument,
+                "rename into own subtree",
+            ));
+        }
+        self.entries_mut(dst_parent)?;
+        self.entries_mut(src_parent)?.remove(src_name);
+        let replaced = self
+            .entries_mut(dst_parent)?
+            .insert(dst_name.to_string(), id);
+        let freed = match replaced {
+            Some(old) if old != id => self.drop_subtree(old),
+            _ => Vec::new(),
+        };
+        if let Some(ino) = self.inodes.get_mut(&id) {
+            ino.parent = dst_parent;
+            ino.name = dst_name.to_string();
+            ino.ctime_ns = time_ns;
+        }
+        self.touch_dir(src_parent, time_ns);
+        self.touch_dir(dst_parent, time_ns);
+        Ok(Applied {
+            freed_chunks: freed,
+        })
+    }
+
+    fn allocate_chunk(
+        &mut self,
+        inode: InodeId,
+        index: u64,
+        chunk_id: ChunkId,
+        version: ChunkVersion,
+    ) -> Result<Applied, NsError> {
+        if chunk_id.0 < self.next_chunk_id || self.chunks.contains_key(&chunk_id) {
+            return Err(NsError::new(
+                ErrorCode::Internal,
+                format!("chunk {chunk_id} below next id {}", self.next_chunk_id),
+            ));
+        }
+        let ino = self.file_mut(inode)?;
+        let NodeKind::File { chunks, .. } = &mut ino.kind else {
+            return Err(NsError::new(
+                ErrorCode::IsADirectory,
+                format!("inode {inode}"),
+            ));
+        };
+        if chunks.contains_key(&index) {
+            return Err(NsError::new(
+                ErrorCode::AlreadyExists,
+                format!("inode {inode} chunk index {index}"),
+            ));
+        }
+        chunks.insert(index, chunk_id);
+        self.chunks.insert(
+            chunk_id,
+            ChunkMeta {
+                version,
+                inode,
+                index,
+            },
+        );
+        self.next_chunk_id = chunk_id.0 + 1;
+        Ok(Applied::default())
+    }
+}
+
+/// One page of a directory listing: (name, inode) in name order, and whether more follow.
+pub type ListPage<'a> = (Vec<(&'a str, &'a Inode)>, bool);
+
+/// Attributes a new file or directory is created with.
+#[derive(Debug, Clone)]
+pub struct NewNode {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Files only; 0 is replaced by the cluster default before planning.
+    pub replication: u32,
+    pub time_ns: i64,
+}

@@ -1,0 +1,301 @@
+//! The master's shared state and the one mutation path.
+//!
+//! `State` (namespace + chunk map + leases + safe mode) sits behind one mutex that is never
+//! held across an await. A mutation: reserve a log-queue slot, lock, plan (validate) → apply
+//! in memory → enqueue the encoded records, unlock, await durability, answer. Seqs are
+//! assigned and records enqueued under the lock, so the log holds them in seq order.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rdfs_proto::ids::{ChunkId, ChunkVersion, ChunkserverId, LeaseSerial};
+use rdfs_proto::pb::ChunkReport;
+use rdfs_proto::ErrorCode;
+use tokio::sync::oneshot;
+use tonic::Status;
+
+use crate::chunk_map::{delete_command, ChunkMap};
+use crate::config::MasterConfig;
+use crate::identity::ClusterIdentity;
+use crate::lease::LeaseTable;
+use crate::namespace::{Applied, Namespace, Op};
+use crate::oplog::{encode_record, Durable, LogCmd, LogHandle};
+
+/// Longest wait for a slot in the log queue.
+const LOG_ENQUEUE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for a batch to be fsynced; past it the log is considered failed.
+const LOG_COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Fraction (per mille) of chunks that need a current replica before safe mode ends.
+const SAFE_MODE_THRESHOLD_PER_MILLE: u64 = 999;
+
+pub struct State {
+    pub ns: Namespace,
+    pub last_seq: u64,
+    /// Seq the newest checkpoint on disk covers.
+    pub last_checkpoint_seq: u64,
+    pub ops_since_checkpoint: u64,
+    pub cmap: ChunkMap,
+    pub leases: LeaseTable,
+    pub safe_mode: bool,
+    /// File replication used when a file says 0.
+    pub default_replication: u32,
+}
+
+pub struct Master {
+    pub config: MasterConfig,
+    pub identity: ClusterIdentity,
+    pub state: Mutex<State>,
+    pub log: LogHandle,
+    /// Next lease serial (starts at the boot time in ms so serials grow across restarts).
+    pub lease_serial: AtomicU64,
+}
+
+impl Master {
+    /// Runs one mutation: `plan` validates and returns the ops to log (none = nothing to
+    /// log) plus a value handed to `answer`, which builds the reply from the state after
+    /// the ops were applied (still under the lock). The reply is returned once durable.
+    pub async fn mutate<P, T>(
+        &self,
+        plan: impl FnOnce(&State) -> Result<(Vec<Op>, P), Status>,
+        answer: impl FnOnce(&mut State, P) -> T,
+    ) -> Result<T, Status> {
+        if self.log.is_failed() {
+            return Err(ErrorCode::Io.status("operation log failed; master is read-only"));
+        }
+        let permit = tokio::time::timeout(LOG_ENQUEUE_TIMEOUT, self.log.tx.reserve())
+            .await
+            .map_err(|_| ErrorCode::Busy.status("operation log queue full"))?
+            .map_err(|_| ErrorCode::Unavailable.status("master is shutting down"))?;
+        let (rx, out) = {
+            let mut st = self.state.lock();
+            let (ops, p) = plan(&st)?;
+            if ops.is_empty() {
+                return Ok(answer(&mut st, p));
+            }
+            let bytes = st.apply_and_encode(&ops)?;
+            let (tx, rx) = oneshot::channel();
+            permit.send(LogCmd::Append { bytes, done: tx });
+            (rx, answer(&mut st, p))
+        };
+        self.await_durable(rx).await.map(|()| out)
+    }
+
+    /// Like [`Master::mutate`] for plans that need no extra value.
+    pub async fn mutate_ops<T>(
+        &self,
+        plan: impl FnOnce(&State) -> Result<Vec<Op>, Status>,
+        answer: impl FnOnce(&mut State) -> T,
+    ) -> Result<T, Status> {
+        self.mutate(|st| Ok((plan(st)?, ())), |st, ()| answer(st))
+            .await
+    }
+
+    async fn await_durable(&self, rx: oneshot::Receiver<Durable>) -> Result<(), Status> {
+        match tokio::time::timeout(LOG_COMMIT_TIMEOUT, rx).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(ErrorCode::Io.status(e)),
+            Ok(Err(_)) => Err(ErrorCode::Unavailable.status("operation log writer stopped")),
+            Err(_) => {
+                // Not knowing whether it is durable, acknowledge nothing from now on.
+                self.log
+                    .failed
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                Err(ErrorCode::Io.status("operation log fsync timed out"))
+            }
+        }
+    }
+
+    /// Next lease serial.
+    pub fn next_lease_serial(&self) -> LeaseSerial {
+        LeaseSerial(
+            self.lease_serial
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+        )
+    }
+}
+
+impl State {
+    pub fn new(ns: Namespace, last_seq: u64, default_replication: u32) -> Self {
+        let safe_mode = ns.chunk_count() > 0;
+        State {
+            ns,
+            last_seq,
+            last_checkpoint_seq: 0,
+            ops_since_checkpoint: 0,
+            cmap: ChunkMap::default(),
+            leases: LeaseTable::default(),
+            safe_mode,
+            default_replication,
+        }
+    }
+
+    /// Applies ops in order and encodes their records. An op that fails to apply stops the
+    /// batch; the ones before it stay applied and are still logged.
+    fn apply_and_encode(&mut self, ops: &[Op]) -> Result<Vec<u8>, Status> {
+        let mut bytes = Vec::new();
+        for (i, op) in ops.iter().enumerate() {
+            let seq = self.last_seq + 1;
+            let mut rec = Vec::new();
+            encode_record(seq, op, &mut rec)
+                .map_err(|e| ErrorCode::Internal.status(e.to_string()))?;
+            match self.ns.apply(op) {
+                Ok(applied) => self.after_apply(applied),
+                Err(e) if i == 0 => return Err(e.code.status(e.detail)),
+                Err(e) => {
+                    tracing::error!(op = op.kind(), error = %e, "planned op did not apply");
+                    break;
+                }
+            }
+            self.last_seq = seq;
+            self.ops_since_checkpoint += 1;
+            bytes.extend_from_slice(&rec);
+        }
+        Ok(bytes)
+    }
+
+    /// Freed chunks: their replicas are garbage and their leases void.
+    fn after_apply(&mut self, applied: Applied) {
+        for chunk in applied.freed_chunks {
+            self.leases.revoke(chunk);
+            for (server, version) in self.cmap.forget_chunk(chunk) {
+                self.queue_delete(server, chunk, version);
+            }
+        }
+    }
+
+    /// Expected replica count of a chunk (its file's factor).
+    pub fn expected_replication(&self, chunk: ChunkId) -> u32 {
+        let r = self
+            .ns
+            .chunk(chunk)
+            .and_then(|m| self.ns.inode(m.inode))
+            .map(|i| i.replication)
+            .unwrap_or(0);
+        if r == 0 {
+            self.default_replication
+        } else {
+            r
+        }
+    }
+
+    /// Queues a delete, refusing in safe mode and for ids the master never allocated.
+    pub fn queue_delete(&mut self, server: ChunkserverId, chunk: ChunkId, v: ChunkVersion) -> bool {
+        if self.safe_mode || chunk >= self.ns.next_chunk_id() {
+            return false;
+        }
+        if self.cmap.delete_queued(server, chunk) {
+            return true;
+        }
+        tracing::debug!(chunk_id = %chunk, server = %server, version = %v, "queue delete");
+        self.cmap.queue(server, delete_command(chunk, v))
+    }
+
+    /// Reconciles one reported replica; returns a version to adopt when it is newer.
+    pub fn reconcile_replica(
+        &mut self,
+        server: ChunkserverId,
+        r: &ChunkReport,
+    ) -> Option<(ChunkId, ChunkVersion)> {
+        let (chunk, rv) = (ChunkId(r.chunk_id), ChunkVersion(r.version));
+        if self.cmap.is_bad(chunk, server) {
+            // Its delete is queued; a fresh copy may come back only after it is gone.
+            return None;
+        }
+        let Some(meta) = self.ns.chunk(chunk).copied() else {
+            if chunk < self.ns.next_chunk_id() {
+                self.queue_delete(server, chunk, rv);
+            } else {
+                tracing::warn!(chunk_id = %chunk, server = %server, "replica of a chunk id never allocated; kept");
+            }
+            return None;
+        };
+        if rv > meta.version {
+            self.cmap.set_location(server, chunk, rv);
+            return Some((chunk, rv));
+        }
+        if self.cmap.is_current(chunk, meta.version, rv) {
+            self.cmap.set_location(server, chunk, rv);
+            if rv == meta.version {
+                self.cmap.confirm(chunk, rv);
+            }
+        } else if !self.leases.is_granting(chunk) {
+            // While a bump is in flight this replica may be about to receive the new
+            // version: only a settled chunk's old replicas are stale.
+            self.cmap.remove_location(server, chunk);
+            self.queue_delete(server, chunk, rv);
+        }
+        None
+    }
+
+    /// A full report: forget what the server no longer has, reconcile the rest.
+    pub fn full_report(
+        &mut self,
+        server: ChunkserverId,
+        reports: &[ChunkReport],
+    ) -> Vec<(ChunkId, ChunkVersion)> {
+        let listed: std::collections::HashSet<u64> = reports.iter().map(|r| r.chunk_id).collect();
+        for chunk in self.cmap.chunks_on(server) {
+            if !listed.contains(&chunk.0) {
+                self.cmap.remove_location(server, chunk);
+            }
+        }
+        for chunk in self.cmap.bad_on(server) {
+            if !listed.contains(&chunk.0) {
+                self.cmap.clear_bad(server, chunk);
+            }
+        }
+        let adopt = reports
+            .iter()
+            .filter_map(|r| self.reconcile_replica(server, r))
+            .collect();
+        self.update_safe_mode();
+        adopt
+    }
+
+    /// A replica found corrupt (by its chunkserver or a client): drop it, delete it, and
+    /// let the scan re-replicate.
+    pub fn report_bad(&mut self, server: ChunkserverId, chunk: ChunkId, v: ChunkVersion) {
+        if self.ns.chunk(chunk).is_none() {
+            return;
+        }
+        tracing::warn!(chunk_id = %chunk, server = %server, version = %v, "replica reported bad");
+        self.cmap.mark_bad(server, chunk);
+        self.queue_delete(server, chunk, v);
+    }
+
+    /// Declares a server dead: locations dropped, leases through it revoked.
+    pub fn server_died(&mut self, server: ChunkserverId) {
+        self.cmap.mark_dead(server);
+        let revoked = self.leases.revoke_server(server);
+        let addr = self.cmap.addr(server).unwrap_or("?").to_string();
+        tracing::info!(server = %server, %addr, revoked_leases = revoked, "chunkserver declared dead");
+    }
+
+    /// Leaves safe mode once enough chunks have a current replica.
+    pub fn update_safe_mode(&mut self) {
+        if !self.safe_mode {
+            return;
+        }
+        let total = self.ns.chunk_count() as u64;
+        let reported = self
+            .ns
+            .chunks()
+            .filter(|(c, m)| !self.cmap.current_replicas(**c, m.version).is_empty())
+            .count() as u64;
+        if total == 0 || reported * 1000 >= total * SAFE_MODE_THRESHOLD_PER_MILLE {
+            self.safe_mode = false;
+            tracing::info!(total, reported, "leaving safe mode");
+        }
+    }
+
+    /// Lives replicas counted for replication health: (live current, expected).
+    pub fn health(&self, chunk: ChunkId) -> (u32, u32) {
+        let live = self
+            .ns
+            .chunk(chunk)
+            .map(|m| self.cmap.current_replicas(chunk, m.version).len() as u32)
+            .unwrap_or(0);
+        (live, self.expected_replication(chunk))
+    }
+}

@@ -1,0 +1,404 @@
+//! PrepareWrite: leases and version bumps.
+//!
+//! Order (SPEC "Version bumps"): log the new version (or the chunk allocation) → have the
+//! replicas persist it over the data plane (`SetVersion`) → grant the lease to those that
+//! answered, primary first. The data-plane calls run without the state lock; `granting`
+//! keeps a second writer from bumping the same chunk meanwhile.
+
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use rdfs_proto::dataplane::{DataConn, Msg, SetVersionRequest};
+use rdfs_proto::ids::{ChunkId, ChunkVersion, ChunkserverId, InodeId, LeaseSerial};
+use rdfs_proto::limits::MAX_FILE_SIZE;
+use rdfs_proto::pb::PrepareWriteResponse;
+use rdfs_proto::ErrorCode;
+use tonic::Status;
+
+use crate::lease::Lease;
+use crate::namespace::{NodeKind, Op};
+use crate::placement::pick_weighted;
+use crate::state::{Master, State};
+
+/// Deadline for one SetVersion round trip (connect included).
+pub const SET_VERSION_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the locked planning step decided.
+enum Decision {
+    /// A valid lease exists: hand it out again.
+    Reuse(PrepareWriteResponse),
+    /// Ask `targets` to persist `version` (creating the chunk when `create`).
+    Grant {
+        chunk: ChunkId,
+        version: ChunkVersion,
+        targets: Vec<ChunkserverId>,
+        create: bool,
+    },
+}
+
+impl State {
+    /// Picks up to `want` placeable servers not in `exclude`, weighted by free space.
+    pub fn place(&self, want: usize, exclude: &[ChunkserverId]) -> Vec<ChunkserverId> {
+        let cands: Vec<_> = self
+            .cmap
+            .live_servers()
+            .filter(|s| s.placeable() && !exclude.contains(&s.id))
+            .map(|s| (s.id, s.free()))
+            .collect();
+        pick_weighted(&cands, want, &mut rand::rng())
+    }
+
+    /// Servers for a new chunk: min(replication, placeable) but at least `min`.
+    fn place_new(&self, replication: u32, min: u32) -> Result<Vec<ChunkserverId>, Status> {
+        let chosen = self.place(replication as usize, &[]);
+        let need = min.min(replication) as usize;
+        if chosen.len() >= need {
+            return Ok(chosen);
+        }
+        let live = self.cmap.live_servers().count();
+        let code = if live >= need {
+            ErrorCode::NoSpace
+        } else {
+            ErrorCode::Unavailable
+        };
+        Err(code.status(format!(
+            "{} chunkservers can take a new chunk ({live} live), need at least {need}",
+            chosen.len()
+        )))
+    }
+
+    fn addrs(&self, ids: &[ChunkserverId]) -> Vec<String> {
+        ids.iter()
+            .filter_map(|id| self.cmap.addr(*id).map(str::to_string))
+            .collect()
+    }
+
+    /// Returns the existing lease if it is still good for this client.
+    fn reusable_lease(
+        &self,
+        chunk: ChunkId,
+        failed: &[String],
+        ctx: &GrantCtx,
+    ) -> Option<PrepareWriteResponse> {
+        let lease = self.leases.active(chunk, Instant::now())?;
+        let version = self.ns.chunk(chunk)?.version;
+        let chain = self.addrs(&lease.chain);
+        let all_live = lease
+            .chain
+            .iter()
+            .all(|s| self.cmap.server(*s).is_some_and(|x| x.live));
+        let ok = lease.version == version
+            && all_live
+            && chain.len() == lease.chain.len()
+            && !chain.iter().any(|a| failed.contains(a));
+        ok.then(|| ctx.response(chunk, version, chain, lease.serial))
+    }
+
+    fn plan_prepare(
+        &self,
+        req: &PrepareReq,
+        ctx: &GrantCtx,
+    ) -> Result<(Vec<Op>, Decision), Status> {
+        if self.safe_mode {
+            return Err(ErrorCode::SafeMode.status("master is in safe mode; retry"));
+        }
+        let ino = self
+            .ns
+            .file(req.inode)
+            .map_err(|e| e.code.status(format!("inode {}: {}", req.inode, e.detail)))?;
+        let NodeKind::File { size, chunks } = &ino.kind else {
+            return Err(ErrorCode::IsADirectory.status(format!("inode {}", req.inode)));
+        };
+        let replication = if ino.replication == 0 {
+            self.default_replication
+        } else {
+            ino.replication
+        };
+        let Some(chunk) = chunks.get(&req.index).copied() else {
+            return self.plan_new_chunk(req, replication, ctx);
+        };
+        if let Some(resp) = self.reusable_lease(chunk, &req.failed, ctx) {
+            return Ok((vec![], Decision::Reuse(resp)));
+        }
+        // Nothing acknowledged lives in a chunk the file ends before.
+        let empty = *size <= req.index * ctx.chunk_size;
+        self.plan_bump(chunk, empty, replication, ctx)
+    }
+
+    /// A new chunk: allocation logged first, then version 1 on the chosen servers.
+    fn plan_new_chunk(
+        &self,
+        req: &PrepareReq,
+        replication: u32,
+        ctx: &GrantCtx,
+    ) -> Result<(Vec<Op>, Decision), Status> {
+        let chunk = self.ns.next_chunk_id();
+        let targets = self.place_new(replication, ctx.min_replicas)?;
+        let version = ChunkVersion(1);
+        let op = Op::AllocateChunk {
+            inode: req.inode,
+            index: req.index,
+            chunk_id: chunk,
+            version,
+        };
+        let create = true;
+        Ok((
+            vec![op],
+            Decision::Grant {
+                chunk,
+                version,
+                targets,
+                create,
+            },
+        ))
+    }
+
+    /// An existing chunk without a usable lease: bump its version on the live current
+    /// replicas (or, when none is left and it holds nothing acknowledged, start it afresh
+    /// on new servers instead of failing forever).
+    fn plan_bump(
+        &self,
+        chunk: ChunkId,
+        empty: bool,
+        replication: u32,
+        ctx: &GrantCtx,
+    ) -> Result<(Vec<Op>, Decision), Status> {
+        if self.leases.is_granting(chunk) {
+            let msg = format!("chunk {chunk}: a lease grant is in progress");
+            return Err(ErrorCode::Busy.status(msg));
+        }
+        let v = self.ns.chunk(chunk).map(|m| m.version).unwrap_or_default();
+        let mut targets = self.cmap.current_replicas(chunk, v);
+        let create = targets.is_empty();
+        if create {
+            if !empty {
+                let msg = format!("chunk {chunk}: no live replica at version {v}");
+                return Err(ErrorCode::Unavailable.status(msg));
+            }
+            targets = self.place_new(replication, ctx.min_replicas)?;
+        }
+        let version = ChunkVersion(v.0 + 1);
+        let op = Op::SetChunkVersion {
+            chunk_id: chunk,
+            version,
+        };
+        Ok((
+            vec![op],
+            Decision::Grant {
+                chunk,
+                version,
+                targets,
+                create,
+            },
+        ))
+    }
+}
+
+struct PrepareReq {
+    inode: InodeId,
+    index: u64,
+    failed: Vec<String>,
+}
+
+/// Cluster constants a grant needs.
+struct GrantCtx {
+    chunk_size: u64,
+    min_replicas: u32,
+    epoch: u64,
+}
+
+impl GrantCtx {
+    fn response(
+        &self,
+        chunk: ChunkId,
+        v: ChunkVersion,
+        chain: Vec<String>,
+        serial: LeaseSerial,
+    ) -> PrepareWriteResponse {
+        PrepareWriteResponse {
+            chunk_id: chunk.0,
+            version: v.0,
+            chain,
+            lease_serial: serial.0,
+            epoch: self.epoch,
+            chunk_size: self.chunk_size,
+            token: Vec::new(),
+        }
+    }
+}
+
+/// Ends a chunk's grant-in-progress mark when dropped.
+struct GrantGuard<'a> {
+    master: &'a Master,
+    chunk: ChunkId,
+}
+
+impl Drop for GrantGuard<'_> {
+    fn drop(&mut self) {
+        self.master.state.lock().leases.end_grant(self.chunk);
+    }
+}
+
+/// One SetVersion round trip with a deadline.
+async fn set_version(addr: String, req: SetVersionRequest) -> Result<(), String> {
+    let call = async {
+        let mut conn = DataConn::connect_timeout(&addr, SET_VERSION_TIMEOUT)
+            .await
+            .map_err(|e| e.to_string())?;
+        conn.set_io_timeout(SET_VERSION_TIMEOUT);
+        let frame = conn
+            .call(&Msg::SetVersion(req))
+            .await
+            .map_err(|e| e.to_string())?;
+        match frame.msg {
+            Msg::Ok => Ok(()),
+            Msg::Error { code, message } => Err(format!("{code}: {message}")),
+            other => Err(format!("unexpected reply {}", other.kind())),
+        }
+    };
+    tokio::time::timeout(SET_VERSION_TIMEOUT, call)
+        .await
+        .map_err(|_| "timed out".to_string())?
+}
+
+impl Master {
+    fn grant_ctx(&self) -> GrantCtx {
+        GrantCtx {
+            chunk_size: self.identity.chunk_size,
+            min_replicas: self.config.min_replicas,
+            epoch: self.state.lock().ns.epoch().0,
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(inode = inode.0, index))]
+    pub async fn prepare_write(
+        &self,
+        inode: InodeId,
+        index: u64,
+        failed: Vec<String>,
+    ) -> Result<PrepareWriteResponse, Status> {
+        let chunk_size = self.identity.chunk_size;
+        if index
+            .checked_mul(chunk_size)
+            .is_none_or(|off| off >= MAX_FILE_SIZE)
+        {
+            return Err(ErrorCode::InvalidArgument.status(format!(
+                "inode {inode}: chunk index {index} beyond the largest file size"
+            )));
+        }
+        let ctx = self.grant_ctx();
+        let req = PrepareReq {
+            inode,
+            index,
+            failed,
+        };
+        let decision = self
+            .mutate(
+                |st| st.plan_prepare(&req, &ctx),
+                |st, d| {
+                    if let Decision::Grant { chunk, .. } = &d {
+                        st.leases.begin_grant(*chunk);
+                    }
+                    d
+                },
+            )
+            .await?;
+        let (chunk, version, targets, create) = match decision {
+            Decision::Reuse(resp) => return Ok(resp),
+            Decision::Grant {
+                chunk,
+                version,
+                targets,
+                create,
+            } => (chunk, version, targets, create),
+        };
+        // The guard clears the in-progress mark even if the client goes away mid-grant
+        // (tonic drops the handler future), so the chunk cannot stay Busy forever.
+        let _guard = GrantGuard {
+            master: self,
+            chunk,
+        };
+        self.grant(chunk, version, targets, create, &ctx).await
+    }
+
+    /// Has the targets persist `version`, then grants the lease to those that did.
+    async fn grant(
+        &self,
+        chunk: ChunkId,
+        version: ChunkVersion,
+        targets: Vec<ChunkserverId>,
+        create: bool,
+        ctx: &GrantCtx,
+    ) -> Result<PrepareWriteResponse, Status> {
+        let serial = self.next_lease_serial();
+        let req = SetVersionRequest {
+            chunk_id: chunk,
+            version,
+            epoch: rdfs_proto::ids::Epoch(ctx.epoch),
+            lease_serial: serial,
+            create,
+        };
+        let mut tried = targets.clone();
+        let mut ok = self.set_versions(chunk, &targets, &req).await;
+        if create && ok.len() < ctx.min_replicas as usize {
+            // Degraded placement: try other servers for the missing replicas once.
+            let more = {
+                let st = self.state.lock();
+                st.place(ctx.min_replicas as usize - ok.len(), &tried)
+            };
+            tried.extend(&more);
+            ok.extend(self.set_versions(chunk, &more, &req).await);
+        }
+        let mut st = self.state.lock();
+        if ok.is_empty() {
+            return Err(ErrorCode::Unavailable.status(format!(
+                "chunk {chunk}: no replica accepted version {version}"
+            )));
+        }
+        for s in &ok {
+            st.cmap.set_location(*s, chunk, version);
+        }
+        st.cmap.confirm(chunk, version);
+        let expires = Instant::now() + self.config.lease_duration;
+        st.leases.grant(
+            chunk,
+            Lease {
+                version,
+                chain: ok.clone(),
+                serial,
+                expires,
+            },
+        );
+        let chain = st.addrs(&ok);
+        tracing::info!(chunk_id = %chunk, %version, serial = serial.0, chain = ?chain, "lease granted");
+        Ok(ctx.response(chunk, version, chain, serial))
+    }
+
+    /// SetVersion on every target concurrently; returns those that answered Ok, in order.
+    async fn set_versions(
+        &self,
+        chunk: ChunkId,
+        targets: &[ChunkserverId],
+        req: &SetVersionRequest,
+    ) -> Vec<ChunkserverId> {
+        let addrs: Vec<(ChunkserverId, String)> = {
+            let st = self.state.lock();
+            targets
+                .iter()
+                .filter_map(|id| st.cmap.addr(*id).map(|a| (*id, a.to_string())))
+                .collect()
+        };
+        let calls = addrs
+            .iter()
+            .map(|(_, a)| set_version(a.clone(), req.clone()));
+        let results = join_all(calls).await;
+        let mut ok = Vec::new();
+        for ((id, addr), r) in addrs.into_iter().zip(results) {
+            match r {
+                Ok(()) => ok.push(id),
+                Err(e) => tracing::warn!(chunk_id = %chunk, %addr, error = %e, "SetVersion failed"),
+            }
+        }
+        ok
+    }
+}
