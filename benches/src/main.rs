@@ -1,1 +1,244 @@
-fn main() {}
+//! `rdfs-bench`: end-to-end throughput of `dfs put` / `dfs cat` against the local disk,
+//! measured in the same run on the same disk (these machines are noisy; absolute figures
+//! drift, ratios are what we compare).
+//!
+//! Usage: `cargo build --release --workspace && target/release/rdfs-bench [--size-mib N]
+//! [--dir DIR]`. It runs real `dfs master` / `dfs chunkserver` processes (the `dfs` binary
+//! next to this one) with 3 chunkservers and replication 3 on loopback.
+//!
+//! Durability measured: the local write ends with fsync; `dfs put` exits 0 only after every
+//! replica fsynced (the same durability). Caches are dropped before each read when the
+//! process may write `/proc/sys/vm/drop_caches` (root); the output says whether it could.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+const BLOCK_BYTES: usize = 1 << 20;
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SIGTERM for a clean stop; SIGKILL if it lingers.
+        unsafe {
+            libc::kill(self.0.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(dfs: &Path, args: &[&str], log: &Path) -> anyhow::Result<(Server, String)> {
+    let mut child = Command::new(dfs)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log)?)
+        .spawn()
+        .with_context(|| format!("start {} {args:?}", dfs.display()))?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
+    let addr = line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    if addr.is_empty() {
+        bail!("{args:?} did not start; see {}", log.display());
+    }
+    Ok((Server(child), addr))
+}
+
+fn drop_caches() -> bool {
+    // SAFETY: sync(2) has no preconditions.
+    unsafe { libc::sync() };
+    std::fs::write("/proc/sys/vm/drop_caches", "3\n").is_ok()
+}
+
+fn mib_per_s(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / (1 << 20) as f64 / d.as_secs_f64()
+}
+
+fn local_write(path: &Path, size: u64) -> anyhow::Result<Duration> {
+    let block: Vec<u8> = (0..BLOCK_BYTES).map(|i| (i * 31 % 251) as u8).collect();
+    let t = Instant::now();
+    let mut f = std::fs::File::create(path)?;
+    let mut left = size;
+    let mut n = 0u64;
+    while left > 0 {
+        let k = left.min(BLOCK_BYTES as u64) as usize;
+        // Vary each block so nothing can deduplicate or compress it away.
+        let mut b = block[..k].to_vec();
+        b[..8].copy_from_slice(&n.to_le_bytes());
+        f.write_all(&b)?;
+        left -= k as u64;
+        n += 1;
+    }
+    f.sync_all()?;
+    Ok(t.elapsed())
+}
+
+fn local_read(path: &Path) -> anyhow::Result<(Duration, u64)> {
+    let t = Instant::now();
+    let mut f = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; BLOCK_BYTES];
+    let mut total = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+    }
+    Ok((t.elapsed(), total))
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let mut size_mib = 1024u64;
+    let mut dir = PathBuf::from("target/bench-tmp");
+    let mut i = 1;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--size-mib" => size_mib = args.get(i + 1).context("--size-mib N")?.parse()?,
+            "--dir" => dir = PathBuf::from(args.get(i + 1).context("--dir DIR")?),
+            other => {
+                bail!("unknown argument {other}; usage: rdfs-bench [--size-mib N] [--dir DIR]")
+            }
+        }
+        i += 2;
+    }
+    let dfs = std::env::current_exe()?
+        .parent()
+        .context("exe dir")?
+        .join("dfs");
+    if !dfs.exists() {
+        bail!(
+            "{} not found: run `cargo build --release --workspace` first",
+            dfs.display()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let size = size_mib << 20;
+    let src = dir.join("local.bin");
+
+    println!("rdfs-bench: {size_mib} MiB, 1 MiB blocks, 3 chunkservers, replication 3, one disk");
+    let w = local_write(&src, size)?;
+    let dropped = drop_caches();
+    let (r, _) = local_read(&src)?;
+    println!(
+        "caches dropped before reads: {}",
+        if dropped {
+            "yes"
+        } else {
+            "NO (not root): read figures include page cache"
+        }
+    );
+    let local_w = mib_per_s(size, w);
+    let local_r = mib_per_s(size, r);
+
+    let (_master, maddr) = spawn(
+        &dfs,
+        &[
+            "master",
+            "--data",
+            dir.join("m").to_str().context("path")?,
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &dir.join("master.log"),
+    )?;
+    let mut servers = Vec::new();
+    for k in 0..3 {
+        let d = dir.join(format!("cs{k}"));
+        let (s, _) = spawn(
+            &dfs,
+            &[
+                "--master",
+                &maddr,
+                "chunkserver",
+                "--data",
+                d.to_str().context("path")?,
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            &dir.join(format!("cs{k}.log")),
+        )?;
+        servers.push(s);
+    }
+    let run = |args: &[&str], stdout: Stdio| -> anyhow::Result<Duration> {
+        let t = Instant::now();
+        let st = Command::new(&dfs)
+            .args(["--master", &maddr, "--timeout", "600s"])
+            .args(args)
+            .stdout(stdout)
+            .status()?;
+        if !st.success() {
+            bail!("dfs {args:?} failed: {st}");
+        }
+        Ok(t.elapsed())
+    };
+    // Wait until all three chunkservers registered.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = Command::new(&dfs)
+            .args(["--master", &maddr, "df", "--json"])
+            .output()?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let live = v["chunkservers"]
+            .as_array()
+            .map(|a| a.iter().filter(|c| c["state"] == "live").count());
+        if live == Some(3) {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("chunkservers did not register");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let put = run(
+        &["put", src.to_str().context("path")?, "/bench.bin"],
+        Stdio::null(),
+    )?;
+    drop_caches();
+    let get = run(&["cat", "/bench.bin"], Stdio::null())?;
+    let put_r = mib_per_s(size, put);
+    let get_r = mib_per_s(size, get);
+
+    println!();
+    println!("{:<34} {:>10} {:>8}", "measure", "MiB/s", "ratio");
+    println!(
+        "{:<34} {:>10.1} {:>8}",
+        "local write (1 MiB blocks, fsync)", local_w, "1.00"
+    );
+    println!("{:<34} {:>10.1} {:>8}", "local read", local_r, "1.00");
+    println!(
+        "{:<34} {:>10.1} {:>8.2}",
+        "dfs put (3 replicas, fsynced)",
+        put_r,
+        put_r / local_w
+    );
+    println!(
+        "{:<34} {:>10.1} {:>8.2}",
+        "dfs cat > /dev/null",
+        get_r,
+        get_r / local_r
+    );
+    println!();
+    println!("targets: put >= 0.20x local write, get >= 0.60x local read");
+    drop(servers);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

@@ -57,6 +57,20 @@ impl From<tonic::Status> for SessionEnd {
     }
 }
 
+/// Bounds a whole control-plane call. The endpoint's own timeout does not cover the
+/// channel's readiness wait, which can hang forever after the master is killed mid-call
+/// (tonic waits on a reconnect that never completes), so every call goes through this.
+async fn bounded<T>(
+    call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, tonic::Status> {
+    match tokio::time::timeout(MASTER_RPC_TIMEOUT, call).await {
+        Ok(r) => r.map(tonic::Response::into_inner),
+        Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+            "no answer from the master within {MASTER_RPC_TIMEOUT:?}"
+        ))),
+    }
+}
+
 /// Runs until `shutdown` (Ok) or a fatal error such as a cluster id mismatch.
 pub async fn run(
     node: Arc<Node>,
@@ -170,8 +184,8 @@ impl Session<'_> {
             highest_epoch: self.node.highest_epoch().0,
             node_id: st.node_id.clone(),
         };
-        let resp = match client.register(req).await {
-            Ok(r) => r.into_inner(),
+        let resp = match bounded(client.register(req)).await {
+            Ok(r) => r,
             Err(s) if ErrorCode::of_status(&s) == ErrorCode::ClusterMismatch => {
                 return Err(self.mismatch(&st.cluster_id, s.message()));
             }
@@ -253,8 +267,8 @@ impl Session<'_> {
             no_space: store.no_space(),
             active_transfers: self.replicator.active_transfers(),
         };
-        let resp = match client.heartbeat(req).await {
-            Ok(r) => r.into_inner(),
+        let resp = match bounded(client.heartbeat(req)).await {
+            Ok(r) => r,
             Err(s) => {
                 self.node.restore_reports(reports);
                 return Err(s.into());
@@ -275,13 +289,12 @@ impl Session<'_> {
         id: u64,
     ) -> Result<(), SessionEnd> {
         let chunks = self.node.store.list().into_iter().map(report).collect();
-        let resp = client
-            .block_report(pb::BlockReportRequest {
-                chunkserver_id: id,
-                chunks,
-            })
-            .await?;
-        self.execute(resp.into_inner().commands).await;
+        let resp = bounded(client.block_report(pb::BlockReportRequest {
+            chunkserver_id: id,
+            chunks,
+        }))
+        .await?;
+        self.execute(resp.commands).await;
         Ok(())
     }
 

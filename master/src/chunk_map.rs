@@ -52,6 +52,9 @@ pub struct PendingCopy {
     pub deadline: Instant,
 }
 
+/// Room for 2^10 registrations per boot millisecond; ids stay below 2^53 (exact in JSON).
+const SERVER_ID_BOOT_SHIFT: u32 = 10;
+
 #[derive(Debug, Default)]
 pub struct ChunkMap {
     servers: BTreeMap<ChunkserverId, Server>,
@@ -65,6 +68,21 @@ pub struct ChunkMap {
 }
 
 impl ChunkMap {
+    /// A map whose server ids start from this boot's wall-clock time, so an id handed out
+    /// by an earlier run of the master is never given to another chunkserver now: a
+    /// chunkserver that heartbeats with an id from before a restart is told to register
+    /// again instead of being taken for another server.
+    pub fn with_boot_ids() -> Self {
+        let boot_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        ChunkMap {
+            next_server_id: boot_ms.saturating_mul(1 << SERVER_ID_BOOT_SHIFT),
+            ..ChunkMap::default()
+        }
+    }
+
     /// Registers (or re-registers) a server: same node id → same server id. Its old
     /// locations are forgotten; the full report that comes with registration refills them.
     pub fn register(&mut self, addr: &str, node_id: &str, now: Instant) -> ChunkserverId {
@@ -343,6 +361,22 @@ pub fn delete_command(chunk: ChunkId, version: ChunkVersion) -> Command {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_ids_of_a_restarted_master_never_reuse_earlier_ones() {
+        let now = Instant::now();
+        let mut before = ChunkMap::with_boot_ids();
+        let old = before.register("a:1", "node-a", now);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let mut after = ChunkMap::with_boot_ids();
+        let new = after.register("b:1", "node-b", now);
+        assert!(new.0 > old.0, "{new} must not collide with {old}");
+        assert!(
+            after.server(old).is_none(),
+            "an old id is unknown after a restart"
+        );
+        assert!(new.0 < 1 << 53, "ids stay exact in JSON");
+    }
 
     #[test]
     fn version_rule_accepts_v_minus_one_until_v_is_known() {

@@ -123,7 +123,7 @@ impl State {
             last_seq,
             last_checkpoint_seq: 0,
             ops_since_checkpoint: 0,
-            cmap: ChunkMap::default(),
+            cmap: ChunkMap::with_boot_ids(),
             leases: LeaseTable::default(),
             safe_mode,
             default_replication,

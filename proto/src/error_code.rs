@@ -115,9 +115,7 @@ impl ErrorCode {
             | StaleVersion | StaleEpoch | NotPrimary | LeaseMismatch => {
                 tonic::Code::FailedPrecondition
             }
-            NameTooLong | InvalidArgument | InvalidName | Malformed => {
-                tonic::Code::InvalidArgument
-            }
+            NameTooLong | InvalidArgument | InvalidName | Malformed => tonic::Code::InvalidArgument,
             PermissionDenied => tonic::Code::PermissionDenied,
             NoSpace => tonic::Code::ResourceExhausted,
             Unavailable | Busy => tonic::Code::Unavailable,

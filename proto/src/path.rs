@@ -8,8 +8,7 @@ use crate::ErrorCode;
 
 /// Checks one directory-entry name.
 pub fn validate_name(name: &str) -> Result<(), ErrorCode> {
-    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0')
-    {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
         return Err(ErrorCode::InvalidName);
     }
     if name.len() > MAX_NAME_LEN {

@@ -90,7 +90,8 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Frame, FrameE
         return Err(FrameError::Closed);
     }
     r.read_exact(&mut prefix[n..]).await?;
-    let word = |i: usize| u32::from_le_bytes([prefix[i], prefix[i + 1], prefix[i + 2], prefix[i + 3]]);
+    let word =
+        |i: usize| u32::from_le_bytes([prefix[i], prefix[i + 1], prefix[i + 2], prefix[i + 3]]);
     let magic = word(0);
     if magic != FRAME_MAGIC {
         return Err(FrameError::BadMagic(magic));
@@ -169,7 +170,10 @@ mod tests {
         for cut in 1..buf.len() {
             assert!(read_frame(&mut &buf[..cut]).await.is_err(), "cut at {cut}");
         }
-        assert!(matches!(read_frame(&mut &buf[..0]).await, Err(FrameError::Closed)));
+        assert!(matches!(
+            read_frame(&mut &buf[..0]).await,
+            Err(FrameError::Closed)
+        ));
     }
 
     #[tokio::test]

@@ -81,15 +81,26 @@ pub enum Msg {
     SetVersion(SetVersionRequest),
     Replicate(ReplicateRequest),
     Ping,
-    ChunkInfo { chunk_id: ChunkId },
+    ChunkInfo {
+        chunk_id: ChunkId,
+    },
     /// Bulk bytes (the frame payload). `last` marks the final frame of a transfer.
-    Data { last: bool },
+    Data {
+        last: bool,
+    },
     WriteOk(WriteAck),
-    ReadOk { len: u64 },
+    ReadOk {
+        len: u64,
+    },
     Ok,
-    Pong { epoch: Epoch },
+    Pong {
+        epoch: Epoch,
+    },
     ChunkInfoOk(ChunkInfo),
-    Error { code: ErrorCode, message: String },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
 }
 
 impl Msg {

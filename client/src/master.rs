@@ -1,0 +1,197 @@
+//! The control-plane side of the client: a list of master addresses, sticking with the one
+//! that answers, and one retry loop that every metadata call goes through.
+//!
+//! Invariants: every attempt has a deadline (the caller's whole-operation deadline, capped
+//! per attempt when there is another master to try); retryable errors (`ErrorCode::is_retryable`,
+//! including safe mode) are retried with capped exponential backoff until the deadline;
+//! `NotPrimary` and transport failures move on to the next address.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use rdfs_proto::limits::MAX_GRPC_MESSAGE_BYTES;
+use rdfs_proto::pb::master_client::MasterClient;
+use rdfs_proto::ErrorCode;
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::{ClientError, Result};
+
+/// First pause after a retryable error; doubled up to [`RETRY_BACKOFF_MAX`].
+const RETRY_BACKOFF_INITIAL: Duration = Duration::from_millis(50);
+/// Longest pause between retries, so a recovering master is noticed quickly.
+const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Cap on one TCP connect to a master, so one dead address cannot eat the whole deadline.
+const MASTER_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Cap on one attempt when another master could answer instead (a hung primary).
+const MASTER_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The masters a client may talk to, and which one answered last.
+pub(crate) struct Masters {
+    clients: Vec<(String, MasterClient<Channel>)>,
+    current: AtomicUsize,
+}
+
+impl Masters {
+    /// Builds lazily-connecting clients for every address (no I/O here).
+    pub(crate) fn new(addrs: &[String], timeout: Duration) -> Result<Masters> {
+        let mut clients = Vec::with_capacity(addrs.len());
+        for addr in addrs {
+            let addr = addr.trim();
+            if addr.is_empty() {
+                continue;
+            }
+            let uri = if addr.contains("://") {
+                addr.to_string()
+            } else {
+                format!("http://{addr}")
+            };
+            let endpoint = Endpoint::from_shared(uri).map_err(|e| {
+                ClientError::remote(
+                    addr,
+                    ErrorCode::InvalidArgument,
+                    format!("master address: {e}"),
+                )
+            })?;
+            let channel = endpoint
+                .connect_timeout(MASTER_CONNECT_TIMEOUT.min(timeout))
+                .timeout(timeout)
+                .connect_lazy();
+            let client = MasterClient::new(channel)
+                .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+            clients.push((addr.to_string(), client));
+        }
+        if clients.is_empty() {
+            return Err(ClientError::remote(
+                "",
+                ErrorCode::InvalidArgument,
+                "no master address given",
+            ));
+        }
+        Ok(Masters {
+            clients,
+            current: AtomicUsize::new(0),
+        })
+    }
+
+    /// Addresses, for error messages.
+    pub(crate) fn addrs(&self) -> String {
+        let names: Vec<&str> = self.clients.iter().map(|(a, _)| a.as_str()).collect();
+        names.join(",")
+    }
+
+    /// Runs `f` against the current master until it succeeds, fails for good, or `deadline`
+    /// passes. `what` names the operation and `path` the object, for error messages.
+    pub(crate) async fn call<T, F, Fut>(
+        &self,
+        what: &str,
+        path: &str,
+        deadline: Instant,
+        mut f: F,
+    ) -> Result<T>
+    where
+        F: FnMut(MasterClient<Channel>) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let mut backoff = RETRY_BACKOFF_INITIAL;
+        let mut last_err: Option<ClientError> = None;
+        let many = self.clients.len() > 1;
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(deadline_error(what, &self.addrs(), last_err));
+            }
+            let index = self.current.load(Ordering::Relaxed) % self.clients.len();
+            let (addr, client) = &self.clients[index];
+            let mut attempt = deadline - now;
+            if many {
+                attempt = attempt.min(MASTER_ATTEMPT_TIMEOUT);
+            }
+            let err = match tokio::time::timeout(attempt, f(client.clone())).await {
+                Ok(Ok(resp)) => return Ok(resp.into_inner()),
+                Ok(Err(status)) => ClientError::from_status(path, addr, &status),
+                Err(_) => ClientError::Timeout(format!("master {addr} did not answer {what}")),
+            };
+            let code = err.code();
+            if !code.is_retryable() {
+                return Err(err);
+            }
+            tracing::debug!(master = %addr, %what, %path, error = %err, "retrying");
+            if matches!(
+                code,
+                ErrorCode::NotPrimary | ErrorCode::Unavailable | ErrorCode::Timeout
+            ) {
+                // This address cannot serve us now: try the next one. Compare-exchange so
+                // concurrent callers failing on the same master move on only once.
+                let _ = self.current.compare_exchange(
+                    index,
+                    (index + 1) % self.clients.len(),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
+            last_err = Some(err);
+            let pause = backoff.min(deadline.saturating_duration_since(Instant::now()));
+            tokio::time::sleep(pause).await;
+            backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+        }
+    }
+}
+
+/// The error reported when the deadline passes: the last retryable error when it says more
+/// (master unreachable, safe mode), otherwise a plain timeout.
+fn deadline_error(what: &str, addrs: &str, last: Option<ClientError>) -> ClientError {
+    match last {
+        Some(ClientError::Unavailable(detail)) => ClientError::Unavailable(format!(
+            "no master answered {what} in time (tried {addrs}); last: {detail}"
+        )),
+        Some(err @ ClientError::Remote { .. }) => err,
+        Some(other) => ClientError::Timeout(format!("{what}: {other}")),
+        None => ClientError::Timeout(format!("{what}: no answer from {addrs}")),
+    }
+}
+
+/// Sleeps for the current backoff (bounded by the deadline) and doubles it.
+pub(crate) async fn backoff_sleep(backoff: &mut Duration, deadline: Instant) {
+    let pause = (*backoff).min(deadline.saturating_duration_since(Instant::now()));
+    tokio::time::sleep(pause).await;
+    *backoff = (*backoff * 2).min(RETRY_BACKOFF_MAX);
+}
+
+/// The first backoff pause, for data-plane retry loops.
+pub(crate) const fn initial_backoff() -> Duration {
+    RETRY_BACKOFF_INITIAL
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unreachable_master_fails_within_the_deadline_naming_it() {
+        // Port 1 on loopback refuses connections.
+        let masters = Masters::new(&["127.0.0.1:1".to_string()], Duration::from_secs(1))
+            .expect("valid address");
+        let start = Instant::now();
+        let deadline = start + Duration::from_millis(600);
+        let res: Result<rdfs_proto::pb::StatResponse> = masters
+            .call("stat", "/x", deadline, |mut c| async move {
+                c.stat(rdfs_proto::pb::StatRequest::default()).await
+            })
+            .await;
+        let err = res.expect_err("nothing listens on port 1");
+        assert!(start.elapsed() < Duration::from_secs(3));
+        assert_eq!(err.code(), ErrorCode::Unavailable);
+        assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
+    }
+
+    #[test]
+    fn no_addresses_is_an_invalid_argument() {
+        let err = Masters::new(&[" ".to_string()], Duration::from_secs(1))
+            .err()
+            .expect("empty list refused");
+        assert_eq!(err.code(), ErrorCode::InvalidArgument);
+    }
+}

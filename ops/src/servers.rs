@@ -1,0 +1,392 @@
+//! Server subcommands: `dfs master`, `dfs chunkserver`, `dfs cluster up`.
+//!
+//! Each builds its own tokio runtime, binds its listener before the server starts (so a
+//! busy port is a clear error, and `--listen 127.0.0.1:0` works: the bound address is
+//! printed as the first stdout line, which tests and scripts read), and stops cleanly on
+//! SIGTERM/SIGINT through a cancellation token.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+/// Default control-plane address of `dfs master` and of `dfs cluster up`.
+pub const DEFAULT_MASTER_ADDR: &str = "127.0.0.1:9000";
+/// `dfs cluster up` puts chunkserver N on the master's port + this + N (port 0: any port).
+const CLUSTER_CHUNKSERVER_PORT_OFFSET: u16 = 100;
+/// Where `dfs cluster up` keeps state when `--data` is not given (relative to the cwd).
+const CLUSTER_DEFAULT_DATA_DIR: &str = ".dfs-local";
+/// How long `dfs cluster up` waits for each child to print its listen line.
+const CHILD_START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long children get to exit after SIGTERM before they are killed.
+const CHILD_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Args)]
+pub struct MasterArgs {
+    /// Data directory (initialised when empty; a foreign one is refused).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Control-plane (gRPC) listen address; port 0 picks a free port.
+    #[arg(long, default_value = DEFAULT_MASTER_ADDR)]
+    pub listen: String,
+    /// Chunk size in bytes, fixed when the data directory is initialised.
+    #[arg(long)]
+    pub chunk_size: Option<u64>,
+    /// Replication factor for new files.
+    #[arg(long)]
+    pub replication: Option<u32>,
+    /// A chunkserver silent this long is declared dead (e.g. `10s`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub heartbeat_timeout: Option<Duration>,
+    /// Interval between chunkserver heartbeats.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub heartbeat_interval: Option<Duration>,
+    /// Interval between full block reports.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub block_report_interval: Option<Duration>,
+    /// Primary lease length.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub lease: Option<Duration>,
+    /// Interval between checkpoints.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub checkpoint_interval: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct ChunkserverArgs {
+    /// Data directory (initialised when empty).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Data-plane listen address; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:9100")]
+    pub listen: String,
+    /// Bytes this chunkserver offers (default: the file system's free space).
+    #[arg(long)]
+    pub capacity: Option<u64>,
+    /// Interval between full block reports.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub block_report_interval: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterUpArgs {
+    /// Where the cluster keeps its state (default: `.dfs-local` in the current directory).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Number of chunkservers.
+    #[arg(long, default_value_t = 3)]
+    pub chunkservers: u32,
+    /// Master listen address.
+    #[arg(long, default_value = DEFAULT_MASTER_ADDR)]
+    pub listen: String,
+    /// Chunk size in bytes for a new cluster.
+    #[arg(long)]
+    pub chunk_size: Option<u64>,
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the tokio runtime")
+}
+
+/// A token cancelled on the first SIGTERM or SIGINT.
+fn shutdown_on_signals() -> anyhow::Result<CancellationToken> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let token = CancellationToken::new();
+    let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
+    let t = token.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+        t.cancel();
+    });
+    Ok(token)
+}
+
+async fn bind(addr: &str, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("{what}: listen on {addr}"))?;
+    let local = listener.local_addr().context("read the bound address")?;
+    // The first stdout line is the contract with tests and `dfs cluster up`.
+    println!("rdfs {what} listening on {local}");
+    Ok(listener)
+}
+
+/// Runs `dfs master` until SIGTERM/SIGINT.
+pub fn master(args: MasterArgs) -> anyhow::Result<()> {
+    let mut cfg = rdfs_master::MasterConfig::new(args.data.clone());
+    if let Some(v) = args.chunk_size {
+        cfg.chunk_size_bytes = v;
+    }
+    if let Some(v) = args.replication {
+        cfg.replication = v;
+        cfg.min_replicas = cfg.min_replicas.min(v);
+    }
+    if let Some(v) = args.heartbeat_timeout {
+        cfg.heartbeat_timeout = v;
+    }
+    if let Some(v) = args.heartbeat_interval {
+        cfg.heartbeat_interval = v;
+    }
+    if let Some(v) = args.block_report_interval {
+        cfg.block_report_interval = v;
+    }
+    if let Some(v) = args.lease {
+        cfg.lease_duration = v;
+    }
+    if let Some(v) = args.checkpoint_interval {
+        cfg.checkpoint_interval = v;
+    }
+    cfg.validate()
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    runtime()?.block_on(async move {
+        let listener = bind(&args.listen, "master").await?;
+        let shutdown = shutdown_on_signals()?;
+        rdfs_master::run(cfg, listener, shutdown)
+            .await
+            .with_context(|| format!("master on {}", args.data.display()))
+    })
+}
+
+/// Runs `dfs chunkserver` until SIGTERM/SIGINT.
+pub fn chunkserver(args: ChunkserverArgs, masters: Vec<String>) -> anyhow::Result<()> {
+    if masters.is_empty() {
+        bail!("no master address: pass --master HOST:PORT or set DFS_MASTER");
+    }
+    let mut cfg = rdfs_chunkserver::ChunkserverConfig::new(args.data.clone(), masters);
+    cfg.capacity_bytes = args.capacity;
+    if let Some(v) = args.block_report_interval {
+        cfg.block_report_interval = v;
+    }
+    runtime()?.block_on(async move {
+        let listener = bind(&args.listen, "chunkserver").await?;
+        let shutdown = shutdown_on_signals()?;
+        rdfs_chunkserver::run(cfg, listener, shutdown)
+            .await
+            .with_context(|| format!("chunkserver on {}", args.data.display()))
+    })
+}
+
+/// A child server process of `dfs cluster up`.
+struct ChildServer {
+    name: String,
+    child: Child,
+    addr: String,
+}
+
+/// Spawns `dfs ARGS...`, waits for its listen line and returns it with the bound address.
+fn spawn_child(name: &str, args: &[String], log: &Path) -> anyhow::Result<ChildServer> {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().context("find the dfs executable")?;
+    let log_file =
+        std::fs::File::create(log).with_context(|| format!("create {}", log.display()))?;
+    let mut cmd = Command::new(exe);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log_file));
+    // SAFETY: prctl is async-signal-safe; it makes the child die with its parent, so a
+    // killed `cluster up` never leaves orphan servers holding the ports.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().with_context(|| format!("start {name}"))?;
+    let stdout = child.stdout.take().context("child stdout")?;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<String>(1);
+    std::thread::spawn(move || {
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        if let Some(Ok(line)) = lines.next() {
+            let _ = tx.send(line);
+        }
+        // Keep draining so the child never blocks on a full pipe.
+        for _ in lines {}
+    });
+    match rx.recv_timeout(CHILD_START_TIMEOUT) {
+        Ok(line) => {
+            let addr = line.rsplit(' ').next().unwrap_or_default().to_string();
+            Ok(ChildServer {
+                name: name.to_string(),
+                child,
+                addr,
+            })
+        }
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            let tail = std::fs::read_to_string(log).unwrap_or_default();
+            bail!(
+                "{name} did not start (log {}):\n{}",
+                log.display(),
+                tail.lines()
+                    .rev()
+                    .take(10)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        }
+    }
+}
+
+fn stop_children(children: &mut [ChildServer]) {
+    for c in children.iter() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    let deadline = Instant::now() + CHILD_STOP_TIMEOUT;
+    for c in children.iter_mut().rev() {
+        loop {
+            match c.child.try_wait() {
+                Ok(Some(_)) => break,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                _ => {
+                    eprintln!("dfs: {} did not stop in time; killing it", c.name);
+                    let _ = c.child.kill();
+                    let _ = c.child.wait();
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Runs `dfs cluster up` in the foreground until Ctrl-C/SIGTERM.
+pub fn cluster_up(args: ClusterUpArgs) -> anyhow::Result<()> {
+    let data = args
+        .data
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(CLUSTER_DEFAULT_DATA_DIR));
+    let logs = data.join("logs");
+    std::fs::create_dir_all(&logs).with_context(|| format!("create {}", logs.display()))?;
+    let data = data
+        .canonicalize()
+        .with_context(|| format!("resolve {}", data.display()))?;
+    let mut children = Vec::new();
+    let result = start_cluster(&args, &data, &mut children).and_then(|()| {
+        print_banner(&data, &children);
+        wait_for_signal_or_child_exit(&mut children)
+    });
+    stop_children(&mut children);
+    if result.is_ok() {
+        println!("rdfs cluster stopped; state kept in {}", data.display());
+    }
+    result
+}
+
+fn start_cluster(
+    args: &ClusterUpArgs,
+    data: &Path,
+    children: &mut Vec<ChildServer>,
+) -> anyhow::Result<()> {
+    let s = |p: &Path| p.display().to_string();
+    let mut margs = vec![
+        "master".into(),
+        "--data".into(),
+        s(&data.join("master")),
+        "--listen".into(),
+        args.listen.clone(),
+    ];
+    if let Some(cs) = args.chunk_size {
+        margs.extend(["--chunk-size".into(), cs.to_string()]);
+    }
+    let master = spawn_child("master", &margs, &data.join("logs/master.log"))?;
+    let master_addr = master.addr.clone();
+    children.push(master);
+    let master_port: u16 = master_addr
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .context("master address has no port")?;
+    let base_port = if args.listen.ends_with(":0") {
+        0
+    } else {
+        master_port
+    };
+    for i in 1..=args.chunkservers {
+        let port = if base_port == 0 {
+            0
+        } else {
+            base_port
+                .checked_add(CLUSTER_CHUNKSERVER_PORT_OFFSET + i as u16)
+                .context("chunkserver port out of range")?
+        };
+        let cargs = vec![
+            "--master".into(),
+            master_addr.clone(),
+            "chunkserver".into(),
+            "--data".into(),
+            s(&data.join(format!("cs{i}"))),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+        ];
+        let name = format!("chunkserver {i}");
+        children.push(spawn_child(
+            &name,
+            &cargs,
+            &data.join(format!("logs/cs{i}.log")),
+        )?);
+    }
+    Ok(())
+}
+
+fn print_banner(data: &Path, children: &[ChildServer]) {
+    let master = children.first().map(|c| c.addr.as_str()).unwrap_or("?");
+    println!("rdfs local cluster is up");
+    println!("  master:       {master}");
+    for c in children.iter().skip(1) {
+        println!("  {}: {}", c.name, c.addr);
+    }
+    println!("  data and logs: {}", data.display());
+    println!();
+    println!("In another terminal:");
+    println!("  export DFS_MASTER={master}");
+    println!("  dfs mkdir -p /demo && dfs put README.md /demo/ && dfs ls -l /demo");
+    println!("  dfs cat /demo/README.md | head; dfs stat --json /demo/README.md; dfs fsck");
+    println!();
+    println!("Press Ctrl-C to stop the cluster.");
+}
+
+fn wait_for_signal_or_child_exit(children: &mut [ChildServer]) -> anyhow::Result<()> {
+    use nix::sys::signal::{SigSet, Signal};
+    // Block SIGINT/SIGTERM and poll for them, so the children get a clean SIGTERM from us.
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    set.thread_block().context("block signals")?;
+    loop {
+        let timeout = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 200_000_000,
+        };
+        // SAFETY: `set` is a valid sigset; a null siginfo pointer is allowed.
+        let sig = unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &timeout) };
+        if sig > 0 {
+            println!("\nstopping the cluster...");
+            return Ok(());
+        }
+        for c in children.iter_mut() {
+            if let Ok(Some(status)) = c.child.try_wait() {
+                bail!("{} exited unexpectedly ({status}); see its log", c.name);
+            }
+        }
+    }
+}
