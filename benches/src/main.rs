@@ -18,8 +18,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 const BLOCK_BYTES: usize = 1 << 20;
+/// Four chunkservers with replication 3, so one can die and be re-replicated away.
+const CHUNKSERVERS: usize = 4;
 
-struct Server(Child);
+struct Server(Child, String);
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -57,7 +59,7 @@ fn spawn(dfs: &Path, args: &[&str], log: &Path) -> anyhow::Result<(Server, Strin
     if addr.is_empty() {
         bail!("{args:?} did not start; see {}", log.display());
     }
-    Ok((Server(child), addr))
+    Ok((Server(child, addr.clone()), addr))
 }
 
 fn drop_caches() -> bool {
@@ -104,6 +106,72 @@ fn local_read(path: &Path) -> anyhow::Result<(Duration, u64)> {
     Ok((t.elapsed(), total))
 }
 
+fn dfs_json(dfs: &Path, maddr: &str, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+    let out = Command::new(dfs)
+        .args(["--master", maddr])
+        .args(args)
+        .output()?;
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// Kills (SIGKILL) one chunkserver and measures how fast its replicas are recreated
+/// elsewhere, from the moment the master reports chunks under-replicated to healthy.
+fn rereplication(dfs: &Path, maddr: &str, servers: &mut [Server]) -> anyhow::Result<()> {
+    let st = dfs_json(dfs, maddr, &["stat", "--json", "/bench.bin"])?;
+    let report = dfs_json(dfs, maddr, &["df", "--json"])?;
+    let victim_addr = report["chunkservers"][0]["addr"]
+        .as_str()
+        .context("addr")?
+        .to_string();
+    let chunks = st["chunks"].as_array().context("chunks")?;
+    let lost = chunks
+        .iter()
+        .filter(|c| {
+            c["replicas"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|a| a == victim_addr.as_str()))
+        })
+        .count();
+    // Chunks of the benchmark file are full except perhaps the last: average is exact enough.
+    let avg_chunk_bytes = st["size"].as_u64().unwrap_or(0) / chunks.len().max(1) as u64;
+    // Find the process by its address: servers were started in order and df lists by id.
+    let victim = servers
+        .iter_mut()
+        .find(|s| s.1 == victim_addr)
+        .context("victim process")?;
+    let _ = victim.0.kill();
+    let _ = victim.0.wait();
+    let mut noticed = None;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let killed = Instant::now();
+    loop {
+        let f = dfs_json(dfs, maddr, &["fsck", "--json"])?;
+        let under =
+            f["under_replicated"].as_u64().unwrap_or(0) + f["missing"].as_u64().unwrap_or(0);
+        if under > 0 && noticed.is_none() {
+            noticed = Some(Instant::now());
+        }
+        if noticed.is_some() && f["healthy"] == true {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("not healed within 10 minutes");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let noticed = noticed.context("never saw under-replication")?;
+    let secs = noticed.elapsed().as_secs_f64();
+    let bytes = lost as u64 * avg_chunk_bytes;
+    println!();
+    println!(
+        "re-replication after kill -9 of 1 of {CHUNKSERVERS}: {lost} chunks in {secs:.2}s = {:.1} chunks/s, {:.1} MiB/s (detected after {:.1}s with a 3s heartbeat timeout)",
+        lost as f64 / secs,
+        bytes as f64 / (1 << 20) as f64 / secs,
+        (noticed - killed).as_secs_f64()
+    );
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let mut size_mib = 1024u64;
@@ -134,7 +202,7 @@ fn main() -> anyhow::Result<()> {
     let size = size_mib << 20;
     let src = dir.join("local.bin");
 
-    println!("rdfs-bench: {size_mib} MiB, 1 MiB blocks, 3 chunkservers, replication 3, one disk");
+    println!("rdfs-bench: {size_mib} MiB, 1 MiB blocks, {CHUNKSERVERS} chunkservers, replication 3, one disk");
     let w = local_write(&src, size)?;
     let dropped = drop_caches();
     let (r, _) = local_read(&src)?;
@@ -157,11 +225,13 @@ fn main() -> anyhow::Result<()> {
             dir.join("m").to_str().context("path")?,
             "--listen",
             "127.0.0.1:0",
+            "--heartbeat-timeout",
+            "3s",
         ],
         &dir.join("master.log"),
     )?;
     let mut servers = Vec::new();
-    for k in 0..3 {
+    for k in 0..CHUNKSERVERS {
         let d = dir.join(format!("cs{k}"));
         let (s, _) = spawn(
             &dfs,
@@ -200,7 +270,7 @@ fn main() -> anyhow::Result<()> {
         let live = v["chunkservers"]
             .as_array()
             .map(|a| a.iter().filter(|c| c["state"] == "live").count());
-        if live == Some(3) {
+        if live == Some(CHUNKSERVERS) {
             break;
         }
         if Instant::now() > deadline {
@@ -238,6 +308,8 @@ fn main() -> anyhow::Result<()> {
     );
     println!();
     println!("targets: put >= 0.20x local write, get >= 0.60x local read");
+
+    rereplication(&dfs, &maddr, &mut servers)?;
     drop(servers);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
