@@ -40,6 +40,63 @@ fn unimplemented<T>() -> Rpc<T> {
 
 #[tonic::async_trait]
 impl Master for FakeMaster {
+    async fn lookup(&self, _: Request<pb::LookupRequest>) -> Rpc<pb::LookupResponse> {
+        unimplemented()
+    }
+    async fn get_attr(&self, _: Request<pb::GetAttrRequest>) -> Rpc<pb::GetAttrResponse> {
+        unimplemented()
+    }
+    async fn read_dir(&self, _: Request<pb::ReadDirRequest>) -> Rpc<pb::ReadDirResponse> {
+        unimplemented()
+    }
+    async fn create_at(&self, _: Request<pb::CreateAtRequest>) -> Rpc<pb::CreateAtResponse> {
+        unimplemented()
+    }
+    async fn unlink_at(&self, _: Request<pb::UnlinkAtRequest>) -> Rpc<pb::UnlinkAtResponse> {
+        unimplemented()
+    }
+    async fn rename_at(&self, _: Request<pb::RenameAtRequest>) -> Rpc<pb::RenameAtResponse> {
+        unimplemented()
+    }
+    async fn link_at(&self, _: Request<pb::LinkAtRequest>) -> Rpc<pb::LinkAtResponse> {
+        unimplemented()
+    }
+    async fn read_link(&self, _: Request<pb::ReadLinkRequest>) -> Rpc<pb::ReadLinkResponse> {
+        unimplemented()
+    }
+    async fn set_attr(&self, _: Request<pb::SetAttrRequest>) -> Rpc<pb::SetAttrResponse> {
+        unimplemented()
+    }
+    async fn set_xattr(&self, _: Request<pb::SetXattrRequest>) -> Rpc<pb::SetXattrResponse> {
+        unimplemented()
+    }
+    async fn get_xattr(&self, _: Request<pb::GetXattrRequest>) -> Rpc<pb::GetXattrResponse> {
+        unimplemented()
+    }
+    async fn list_xattr(&self, _: Request<pb::ListXattrRequest>) -> Rpc<pb::ListXattrResponse> {
+        unimplemented()
+    }
+    async fn remove_xattr(
+        &self,
+        _: Request<pb::RemoveXattrRequest>,
+    ) -> Rpc<pb::RemoveXattrResponse> {
+        unimplemented()
+    }
+    async fn open_file(&self, _: Request<pb::OpenFileRequest>) -> Rpc<pb::OpenFileResponse> {
+        unimplemented()
+    }
+    async fn close_file(&self, _: Request<pb::CloseFileRequest>) -> Rpc<pb::CloseFileResponse> {
+        unimplemented()
+    }
+    async fn renew_session(
+        &self,
+        _: Request<pb::RenewSessionRequest>,
+    ) -> Rpc<pb::RenewSessionResponse> {
+        unimplemented()
+    }
+    async fn stat_fs(&self, _: Request<pb::StatFsRequest>) -> Rpc<pb::StatFsResponse> {
+        unimplemented()
+    }
     async fn stat(&self, _: Request<pb::StatRequest>) -> Rpc<pb::StatResponse> {
         unimplemented()
     }

@@ -8,13 +8,16 @@
 //! fail over to the others, never returning unverified bytes; writes ([`write`]) are split at
 //! chunk boundaries, pushed along the replica chain the master granted, and retried with a
 //! re-granted chain when a replica fails. [`stream`] builds `put`/`get` on top with
-//! read-ahead so the network and the local disk work at the same time.
+//! read-ahead so the network and the local disk work at the same time. [`inode`] is the
+//! inode-based POSIX surface FUSE uses (lookups, creates, links, setattr, xattrs, open
+//! handles with a renewed session), made as the [`Caller`] set by [`Client::with_caller`].
 //!
 //! Deadlines: every metadata call and every `read_at`/`write_at` must finish within
 //! [`ClientConfig::timeout`]. Streaming transfers (`put_stream`/`get_stream`) apply the
 //! deadline to each piece, so a large transfer fails only when it stops making progress.
 
 mod error;
+mod inode;
 mod master;
 mod pool;
 pub mod ranges;
@@ -23,7 +26,7 @@ mod stream;
 mod write;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -33,6 +36,7 @@ use rdfs_proto::{pb, ErrorCode};
 use tokio::time::Instant;
 
 pub use error::{ClientError, Result};
+pub use inode::{Caller, NewNode, SetAttr, StatFs, MAX_XATTR_VALUE_BYTES, SET_TIME_NOW};
 pub use rdfs_proto::pb::{
     ClusterStatusResponse, DirEntry, FileAttr, FileType, FsckResponse, GetChunksResponse,
 };
@@ -50,6 +54,8 @@ pub const DEFAULT_DIR_MODE: u32 = 0o755;
 const LOCATION_CACHE_TTL: Duration = Duration::from_secs(3);
 /// Files whose locations are cached at once; the cache is emptied when it fills.
 const LOCATION_CACHE_ENTRIES: usize = 1024;
+/// Callers whose locations are cached per file; the file's entry is emptied when it fills.
+const LOCATION_CACHE_CALLERS: usize = 16;
 /// Bytes of random client id sent with mutations for the master's retry cache.
 const CLIENT_ID_BYTES: usize = 16;
 
@@ -81,20 +87,34 @@ impl ClientConfig {
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+    /// Who requests are made as; [`Client::with_caller`] makes a clone with another one.
+    caller: Arc<pb::Caller>,
 }
 
 struct Inner {
     masters: Masters,
     pool: ConnPool,
-    locations: Mutex<HashMap<u64, CachedLocations>>,
+    /// inode → (caller uid, gid) → locations. Per caller because fetching them is where the
+    /// master checks read permission; clones from `with_caller` share the map.
+    locations: Mutex<HashMap<u64, PerCaller>>,
     /// Chunkservers that recently failed to answer a read, and since when.
     suspects: Mutex<HashMap<String, Instant>>,
     timeout: Duration,
-    caller: pb::Caller,
+    /// Also this client's session id for open handles.
     client_id: Vec<u8>,
+    /// Whether the session-renewal task runs.
+    session_started: AtomicBool,
+    /// Open handles (handle → inode), re-registered with each session renewal so a
+    /// restarted master learns them again.
+    handles: Mutex<HashMap<u64, u64>>,
+    /// Session lifetime the master announced (ms; 0 = not yet known).
+    session_ttl_ms: AtomicU64,
     next_call_id: AtomicU64,
     chunk_size: AtomicU64,
 }
+
+/// Cached locations of one file, by caller (uid, gid).
+type PerCaller = HashMap<(u32, u32), CachedLocations>;
 
 struct CachedLocations {
     chunks: Arc<pb::GetChunksResponse>,
@@ -126,14 +146,17 @@ impl Client {
                 locations: Mutex::new(HashMap::new()),
                 suspects: Mutex::new(HashMap::new()),
                 timeout: cfg.timeout,
-                caller: pb::Caller {
-                    uid: cfg.uid,
-                    gid: cfg.gid,
-                    groups: vec![cfg.gid],
-                },
                 client_id,
+                session_started: AtomicBool::new(false),
+                handles: Mutex::new(HashMap::new()),
+                session_ttl_ms: AtomicU64::new(0),
                 next_call_id: AtomicU64::new(1),
                 chunk_size: AtomicU64::new(0),
+            }),
+            caller: Arc::new(pb::Caller {
+                uid: cfg.uid,
+                gid: cfg.gid,
+                groups: vec![cfg.gid],
             }),
         })
     }
@@ -160,7 +183,7 @@ impl Client {
     }
 
     fn caller(&self) -> Option<pb::Caller> {
-        Some(self.inner.caller.clone())
+        Some((*self.caller).clone())
     }
 
     /// A fresh request id; a retried call reuses it so the master can answer from its cache.
@@ -349,7 +372,14 @@ impl Client {
 
     /// Locations of `inode`'s chunks, from the cache when fresh enough.
     async fn locations(&self, inode: u64, deadline: Instant) -> Result<Arc<pb::GetChunksResponse>> {
-        if let Some(cached) = self.inner.locations.lock().get(&inode) {
+        let who = (self.caller.uid, self.caller.gid);
+        if let Some(cached) = self
+            .inner
+            .locations
+            .lock()
+            .get(&inode)
+            .and_then(|m| m.get(&who))
+        {
             if cached.fetched.elapsed() < LOCATION_CACHE_TTL {
                 return Ok(cached.chunks.clone());
             }
@@ -381,13 +411,20 @@ impl Client {
         let chunks = Arc::new(resp);
         let mut cache = self.inner.locations.lock();
         if cache.len() >= LOCATION_CACHE_ENTRIES {
-            cache.retain(|_, c| c.fetched.elapsed() < LOCATION_CACHE_TTL);
+            cache.retain(|_, m| {
+                m.retain(|_, c| c.fetched.elapsed() < LOCATION_CACHE_TTL);
+                !m.is_empty()
+            });
             if cache.len() >= LOCATION_CACHE_ENTRIES {
                 cache.clear();
             }
         }
-        cache.insert(
-            inode,
+        let per_inode = cache.entry(inode).or_default();
+        if per_inode.len() >= LOCATION_CACHE_CALLERS {
+            per_inode.clear();
+        }
+        per_inode.insert(
+            (self.caller.uid, self.caller.gid),
             CachedLocations {
                 chunks: chunks.clone(),
                 fetched: Instant::now(),

@@ -26,6 +26,10 @@ const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(1);
 const MASTER_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Cap on one attempt when another master could answer instead (a hung primary).
 const MASTER_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long every master may refuse connections outright before a call gives up. A master
+/// restart takes well under this; an address nobody listens on should fail in seconds, not
+/// after the whole deadline. Masters that answer (even "not primary") keep the full deadline.
+const UNREACHABLE_GIVE_UP: Duration = Duration::from_secs(4);
 
 /// The masters a client may talk to, and which one answered last.
 pub(crate) struct Masters {
@@ -98,9 +102,14 @@ impl Masters {
         let mut backoff = RETRY_BACKOFF_INITIAL;
         let mut last_err: Option<ClientError> = None;
         let many = self.clients.len() > 1;
+        let started = Instant::now();
+        let mut only_refused = true;
         loop {
             let now = Instant::now();
-            if now >= deadline {
+            let refused_too_long = only_refused
+                && last_err.is_some()
+                && now.duration_since(started) >= UNREACHABLE_GIVE_UP;
+            if now >= deadline || refused_too_long {
                 return Err(deadline_error(what, &self.addrs(), last_err));
             }
             let index = self.current.load(Ordering::Relaxed) % self.clients.len();
@@ -118,6 +127,7 @@ impl Masters {
             if !code.is_retryable() {
                 return Err(err);
             }
+            only_refused &= is_refused(&err);
             tracing::debug!(master = %addr, %what, %path, error = %err, "retrying");
             if matches!(
                 code,
@@ -140,12 +150,25 @@ impl Masters {
     }
 }
 
+/// A transport-level failure to reach a master at all (nothing listening, no route), as
+/// opposed to a master that answered or one that is slow.
+fn is_refused(err: &ClientError) -> bool {
+    match err {
+        ClientError::Unavailable(detail) => {
+            let d = detail.to_ascii_lowercase();
+            d.contains("connect") || d.contains("refused") || d.contains("dns")
+        }
+        _ => false,
+    }
+}
+
 /// The error reported when the deadline passes: the last retryable error when it says more
 /// (master unreachable, safe mode), otherwise a plain timeout.
 fn deadline_error(what: &str, addrs: &str, last: Option<ClientError>) -> ClientError {
     match last {
         Some(ClientError::Unavailable(detail)) => ClientError::Unavailable(format!(
-            "no master answered {what} in time (tried {addrs}); last: {detail}"
+            "cannot reach the master at {addrs} ({detail}); is it running? \
+             (set --master or DFS_MASTER)"
         )),
         Some(err @ ClientError::Remote { .. }) => err,
         Some(other) => ClientError::Timeout(format!("{what}: {other}")),

@@ -10,10 +10,13 @@ use bincode::Options;
 
 use crate::error::MasterError;
 use crate::fsutil::durable_write;
-use crate::namespace::Namespace;
+use crate::namespace::{Namespace, NamespaceV1};
 
 pub const CHECKPOINT_MAGIC: &[u8; 8] = b"RDFSCKPT";
-pub const CHECKPOINT_VERSION: u32 = 1;
+/// 2: inodes carry xattrs, symlinks/FIFOs exist, the namespace keeps orphans.
+pub const CHECKPOINT_VERSION: u32 = 2;
+/// The format before hard links and xattrs; still loaded (converted).
+const CHECKPOINT_VERSION_V1: u32 = 1;
 /// Checkpoints kept on disk (the older one covers a damaged newest one).
 pub const CHECKPOINTS_KEPT: usize = 2;
 /// magic + version + seq + len.
@@ -64,14 +67,18 @@ pub fn decode(buf: &[u8]) -> Result<(u64, Namespace), String> {
     }
     word.copy_from_slice(&buf[8..12]);
     let version = u32::from_le_bytes(word);
-    if version != CHECKPOINT_VERSION {
-        return Err(format!("unsupported format version {version}"));
-    }
     let mut seq = [0u8; 8];
     seq.copy_from_slice(&buf[12..20]);
-    let ns = codec()
-        .deserialize(&body[HEADER_BYTES..])
-        .map_err(|e| format!("undecodable namespace: {e}"))?;
+    let ns = match version {
+        CHECKPOINT_VERSION => codec()
+            .deserialize(&body[HEADER_BYTES..])
+            .map_err(|e| format!("undecodable namespace: {e}"))?,
+        CHECKPOINT_VERSION_V1 => codec()
+            .deserialize::<NamespaceV1>(&body[HEADER_BYTES..])
+            .map_err(|e| format!("undecodable format-1 namespace: {e}"))?
+            .into(),
+        _ => return Err(format!("unsupported format version {version}")),
+    };
     Ok((u64::from_le_bytes(seq), ns))
 }
 

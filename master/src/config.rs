@@ -18,6 +18,8 @@ pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_BLOCK_REPORT_INTERVAL: Duration = Duration::from_secs(60);
 /// Default period of the failure-detection / re-replication scan.
 pub const DEFAULT_REPLICATION_SCAN_INTERVAL: Duration = Duration::from_millis(500);
+/// Client session lifetime without renewal; clients renew every few seconds.
+pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(15);
 /// A checkpoint is also written after this many logged operations.
 pub const CHECKPOINT_EVERY_OPS: u64 = 100_000;
 
@@ -35,6 +37,8 @@ pub struct MasterConfig {
     pub block_report_interval: Duration,
     pub checkpoint_interval: Duration,
     pub replication_scan_interval: Duration,
+    /// How long a client session (and its open handles) lives without a renewal.
+    pub session_ttl: Duration,
 }
 
 impl MasterConfig {
@@ -50,6 +54,7 @@ impl MasterConfig {
             block_report_interval: DEFAULT_BLOCK_REPORT_INTERVAL,
             checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
             replication_scan_interval: DEFAULT_REPLICATION_SCAN_INTERVAL,
+            session_ttl: DEFAULT_SESSION_TTL,
         }
     }
 

@@ -64,7 +64,7 @@ impl State {
                     stack.extend(entries.values().rev());
                 }
                 Some(NodeKind::File { .. }) => self.fsck_file(id, list, &mut out),
-                None => {}
+                Some(NodeKind::Symlink { .. } | NodeKind::Fifo) | None => {}
             }
         }
         out.healthy = out.under_replicated + out.over_replicated + out.corrupt + out.missing == 0;

@@ -17,9 +17,12 @@ mod chunk_map;
 mod chunkservers;
 mod fsck;
 mod fsutil;
+mod handles;
+mod inode_ops;
 mod lease;
 mod placement;
 mod replication;
+mod retry_cache;
 mod service;
 mod state;
 mod write;
@@ -53,6 +56,8 @@ use crate::state::{Master, State};
 
 /// Longest wait for the op-log writer thread to finish at shutdown.
 const WRITER_JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often expired client sessions are dropped and orphans nobody holds are removed.
+const SESSION_REAP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Runs a master on `listener` until `shutdown` is cancelled; then checkpoints and returns.
 pub async fn run(
@@ -77,6 +82,7 @@ pub async fn run(
     )?;
     let mut st = State::new(rec.ns, rec.last_seq, config.replication);
     st.last_checkpoint_seq = rec.checkpoint_seq;
+    st.orphan_grace_until = std::time::Instant::now() + config.session_ttl;
     let boot_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -87,6 +93,7 @@ pub async fn run(
         state: Mutex::new(st),
         log,
         lease_serial: AtomicU64::new(boot_ms),
+        retry: retry_cache::RetryCache::default(),
     });
     tracing::info!(
         cluster_id = %master.identity.cluster_id,
@@ -148,7 +155,21 @@ fn spawn_background(
         }
     });
     let ckpt = tokio::spawn(checkpoint_task::run_periodic(master.clone(), stop.clone()));
-    vec![scan, ckpt]
+    let (m, s) = (master.clone(), stop.clone());
+    let sessions = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(SESSION_REAP_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = s.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            if let Err(e) = m.reap_sessions(std::time::Instant::now()).await {
+                tracing::warn!(error = %e, "removing released orphans failed");
+            }
+        }
+    });
+    vec![scan, ckpt, sessions]
 }
 
 /// Tells the writer thread to stop after everything queued, and waits for it.

@@ -13,6 +13,8 @@ use rdfs_proto::{path, ErrorCode};
 use tonic::{Request, Response, Status};
 
 use crate::chunkservers::Adopt;
+use crate::inode_ops::cred_of;
+use crate::namespace::perm::{R, W};
 use crate::namespace::{Inode, NewNode, NodeKind, NsError, Op};
 use crate::state::{Master, State};
 
@@ -30,7 +32,7 @@ pub(crate) fn now_ns() -> i64 {
 }
 
 /// An error about a path: "PATH: cause (detail)".
-fn ns_status(path: &str, e: NsError) -> Status {
+pub(crate) fn ns_status(path: &str, e: NsError) -> Status {
     e.code
         .status(format!("{path}: {} ({})", e.code.describe(), e.detail))
 }
@@ -51,6 +53,12 @@ pub(crate) fn attr(ino: &Inode, default_replication: u32) -> FileAttr {
             (FileType::File, *size, chunks.len() as u64, r)
         }
         NodeKind::Dir { .. } => (FileType::Dir, 0, 0, 0),
+        NodeKind::Symlink { target } => (FileType::Symlink, target.len() as u64, 0, 0),
+        NodeKind::Fifo => (FileType::Fifo, 0, 0, 0),
+    };
+    let symlink_target = match &ino.kind {
+        NodeKind::Symlink { target } => target.clone(),
+        _ => String::new(),
     };
     FileAttr {
         inode: ino.id.0,
@@ -65,6 +73,8 @@ pub(crate) fn attr(ino: &Inode, default_replication: u32) -> FileAttr {
         nlink: ino.nlink,
         replication,
         chunk_count,
+        symlink_target,
+        rdev: 0,
     }
 }
 
@@ -104,6 +114,7 @@ impl Master {
     pub async fn mkdir(&self, r: MkdirRequest) -> Result<MkdirResponse, Status> {
         let p = norm(&r.path)?;
         let (uid, gid) = caller(&r.caller);
+        let cred = cred_of(&r.caller);
         let node = NewNode {
             mode: r.mode,
             uid,
@@ -114,6 +125,9 @@ impl Master {
         let attr = self
             .mutate_ops(
                 |st| {
+                    st.ns
+                        .check_path_create(&p, &cred)
+                        .map_err(|e| ns_status(&p, e))?;
                     st.ns
                         .plan_mkdir(&p, &node, r.parents)
                         .map_err(|e| ns_status(&p, e))
@@ -133,6 +147,7 @@ impl Master {
             )));
         }
         let (uid, gid) = caller(&r.caller);
+        let cred = cred_of(&r.caller);
         let replication = if r.replication == 0 {
             self.config.replication
         } else {
@@ -148,6 +163,21 @@ impl Master {
         let attr = self
             .mutate_ops(
                 |st| {
+                    let (parent, name) = st
+                        .ns
+                        .resolve_parent_as(&p, &cred)
+                        .map_err(|e| ns_status(&p, e))?;
+                    match st.ns.child(parent, name) {
+                        Some(existing) if r.overwrite => st
+                            .ns
+                            .check_data_access(existing, &cred, W)
+                            .map_err(|e| ns_status(&p, e))?,
+                        Some(_) => {}
+                        None => st
+                            .ns
+                            .check_dir_write(parent, &cred)
+                            .map_err(|e| ns_status(&p, e))?,
+                    }
                     let op = st
                         .ns
                         .plan_create(&p, &node, r.overwrite)
@@ -162,13 +192,33 @@ impl Master {
 
     pub async fn delete(&self, r: DeleteRequest) -> Result<DeleteResponse, Status> {
         let p = norm(&r.path)?;
+        let cred = cred_of(&r.caller);
         let t = now_ns();
         self.mutate_ops(
             |st| {
-                Ok(vec![st
+                let err = |e| ns_status(&p, e);
+                let (parent, name) = st.ns.resolve_parent_as(&p, &cred).map_err(err)?;
+                let id = st
                     .ns
-                    .plan_delete(&p, r.recursive, t)
-                    .map_err(|e| ns_status(&p, e))?])
+                    .child(parent, name)
+                    .ok_or_else(|| err(NsError::new(ErrorCode::NotFound, "delete")))?;
+                let is_dir = st.ns.inode(id).is_some_and(Inode::is_dir);
+                if !is_dir {
+                    // One link of a file: open handles keep it as an orphan.
+                    let (op, orphan) = st
+                        .ns
+                        .plan_unlink_at(&cred, parent, name, false, t)
+                        .map_err(err)?;
+                    return Ok(st.with_orphan(op, orphan));
+                }
+                st.ns.check_dir_write(parent, &cred).map_err(err)?;
+                if let (Some(d), Some(v)) = (st.ns.inode(parent), st.ns.inode(id)) {
+                    cred.check_sticky(d, v).map_err(err)?;
+                }
+                if r.recursive {
+                    st.ns.check_subtree_delete(id, &cred).map_err(err)?;
+                }
+                Ok(vec![st.ns.plan_delete(&p, r.recursive, t).map_err(err)?])
             },
             |_| (),
         )
@@ -179,14 +229,21 @@ impl Master {
     pub async fn rename(&self, r: RenameRequest) -> Result<RenameResponse, Status> {
         let src = norm(&r.src)?;
         let dst = norm(&r.dst)?;
+        let cred = cred_of(&r.caller);
         let t = now_ns();
         self.mutate_ops(
             |st| {
-                let op = st
+                let err = |e| ns_status(&format!("{src} -> {dst}"), e);
+                let (sp, sn) = st.ns.resolve_parent_as(&src, &cred).map_err(err)?;
+                let (dp, dn) = st.ns.resolve_parent_as(&dst, &cred).map_err(err)?;
+                let planned = st
                     .ns
-                    .plan_rename(&src, &dst, r.no_replace, t)
-                    .map_err(|e| ns_status(&format!("{src} -> {dst}"), e))?;
-                Ok(op.into_iter().collect())
+                    .plan_rename_at(&cred, sp, sn, dp, dn, r.no_replace, t)
+                    .map_err(err)?;
+                Ok(match planned {
+                    None => vec![],
+                    Some((op, orphan)) => st.with_orphan(op, orphan),
+                })
             },
             |_| (),
         )
@@ -202,6 +259,7 @@ impl Master {
                 r.end_offset
             )));
         }
+        let cred = cred_of(&r.caller);
         let mtime_ns = if r.mtime_ns == 0 {
             now_ns()
         } else {
@@ -214,6 +272,9 @@ impl Master {
                         e.code
                             .status(format!("inode {inode}: {}", e.code.describe()))
                     })?;
+                    st.ns
+                        .check_data_access(inode, &cred, W)
+                        .map_err(|e| ns_status(&format!("inode {inode}"), e))?;
                     Ok(vec![Op::CommitWrite {
                         inode,
                         end: r.end_offset,
@@ -228,7 +289,10 @@ impl Master {
 
     pub fn stat(&self, r: StatRequest) -> Result<StatResponse, Status> {
         let p = norm(&r.path)?;
-        let attr = self.state.lock().attr_of_path(&p)?;
+        let cred = cred_of(&r.caller);
+        let st = self.state.lock();
+        st.ns.resolve_as(&p, &cred).map_err(|e| ns_status(&p, e))?;
+        let attr = st.attr_of_path(&p)?;
         Ok(StatResponse { attr: Some(attr) })
     }
 
@@ -239,8 +303,13 @@ impl Master {
         } else {
             r.limit.min(MAX_LIST_ENTRIES)
         };
+        let cred = cred_of(&r.caller);
         let st = self.state.lock();
-        let id = st.ns.resolve(&p).map_err(|e| ns_status(&p, e))?;
+        let id = st.ns.resolve_as(&p, &cred).map_err(|e| ns_status(&p, e))?;
+        if let Some(ino) = st.ns.inode(id).filter(|i| i.is_dir()) {
+            cred.check(ino, R, "read directory")
+                .map_err(|e| ns_status(&p, e))?;
+        }
         let (page, more) = st
             .ns
             .list(id, &r.start_after, limit as usize)
@@ -257,11 +326,15 @@ impl Master {
 
     pub fn get_chunks(&self, r: GetChunksRequest) -> Result<GetChunksResponse, Status> {
         let inode = InodeId(r.inode);
+        let cred = cred_of(&r.caller);
         let st = self.state.lock();
         let ino = st.ns.file(inode).map_err(|e| {
             e.code
                 .status(format!("inode {inode}: {}", e.code.describe()))
         })?;
+        st.ns
+            .check_data_access(inode, &cred, R)
+            .map_err(|e| ns_status(&format!("inode {inode}"), e))?;
         let NodeKind::File { size, chunks } = &ino.kind else {
             return Err(ErrorCode::IsADirectory.status(format!("inode {inode}")));
         };
@@ -443,6 +516,23 @@ impl Master {
     }
 }
 
+impl MasterService {
+    /// Runs a mutation at most once per request id: a retry whose first answer was lost gets
+    /// the cached answer instead of running again.
+    async fn once<R, F>(&self, id: Option<RequestId>, run: F) -> Result<Response<R>, Status>
+    where
+        R: prost::Message + Default,
+        F: std::future::Future<Output = Result<R, Status>>,
+    {
+        if let Some(answer) = self.master.retry.get::<R>(&id) {
+            return Ok(Response::new(answer));
+        }
+        let answer = run.await?;
+        self.master.retry.put(&id, &answer);
+        Ok(Response::new(answer))
+    }
+}
+
 #[tonic::async_trait]
 impl MasterRpc for MasterService {
     #[tracing::instrument(skip_all, fields(path = %r.get_ref().path))]
@@ -455,19 +545,27 @@ impl MasterRpc for MasterService {
     }
     #[tracing::instrument(skip_all, fields(path = %r.get_ref().path))]
     async fn mkdir(&self, r: Request<MkdirRequest>) -> Result<Response<MkdirResponse>, Status> {
-        self.master.mkdir(r.into_inner()).await.map(Response::new)
+        let r = r.into_inner();
+        let id = r.request_id.clone();
+        self.once(id, self.master.mkdir(r)).await
     }
     #[tracing::instrument(skip_all, fields(path = %r.get_ref().path))]
     async fn create(&self, r: Request<CreateRequest>) -> Result<Response<CreateResponse>, Status> {
-        self.master.create(r.into_inner()).await.map(Response::new)
+        let r = r.into_inner();
+        let id = r.request_id.clone();
+        self.once(id, self.master.create(r)).await
     }
     #[tracing::instrument(skip_all, fields(path = %r.get_ref().path))]
     async fn delete(&self, r: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
-        self.master.delete(r.into_inner()).await.map(Response::new)
+        let r = r.into_inner();
+        let id = r.request_id.clone();
+        self.once(id, self.master.delete(r)).await
     }
     #[tracing::instrument(skip_all, fields(src = %r.get_ref().src, dst = %r.get_ref().dst))]
     async fn rename(&self, r: Request<RenameRequest>) -> Result<Response<RenameResponse>, Status> {
-        self.master.rename(r.into_inner()).await.map(Response::new)
+        let r = r.into_inner();
+        let id = r.request_id.clone();
+        self.once(id, self.master.rename(r)).await
     }
     #[tracing::instrument(skip_all, fields(inode = r.get_ref().inode))]
     async fn get_chunks(
@@ -481,6 +579,13 @@ impl MasterRpc for MasterService {
         r: Request<PrepareWriteRequest>,
     ) -> Result<Response<PrepareWriteResponse>, Status> {
         let r = r.into_inner();
+        {
+            let cred = cred_of(&r.caller);
+            let st = self.master.state.lock();
+            st.ns
+                .check_data_access(InodeId(r.inode), &cred, W)
+                .map_err(|e| ns_status(&format!("inode {}", r.inode), e))?;
+        }
         let resp = self
             .master
             .prepare_write(InodeId(r.inode), r.chunk_index, r.failed_replicas)
@@ -492,10 +597,9 @@ impl MasterRpc for MasterService {
         &self,
         r: Request<CommitWriteRequest>,
     ) -> Result<Response<CommitWriteResponse>, Status> {
-        self.master
-            .commit_write(r.into_inner())
-            .await
-            .map(Response::new)
+        let r = r.into_inner();
+        let id = r.request_id.clone();
+        self.once(id, self.master.commit_write(r)).await
     }
     #[tracing::instrument(skip_all, fields(chunk_id = r.get_ref().chunk_id, replica = %r.get_ref().replica))]
     async fn report_bad_replica(
@@ -545,5 +649,136 @@ impl MasterRpc for MasterService {
             .block_report(r.into_inner())
             .await
             .map(Response::new)
+    }
+    async fn lookup(&self, r: Request<LookupRequest>) -> Result<Response<LookupResponse>, Status> {
+        self.master.lookup(r.into_inner()).await.map(Response::new)
+    }
+    async fn get_attr(
+        &self,
+        r: Request<GetAttrRequest>,
+    ) -> Result<Response<GetAttrResponse>, Status> {
+        self.master
+            .get_attr(r.into_inner())
+            .await
+            .map(Response::new)
+    }
+    async fn read_dir(
+        &self,
+        r: Request<ReadDirRequest>,
+    ) -> Result<Response<ReadDirResponse>, Status> {
+        self.master
+            .read_dir(r.into_inner())
+            .await
+            .map(Response::new)
+    }
+    async fn create_at(
+        &self,
+        r: Request<CreateAtRequest>,
+    ) -> Result<Response<CreateAtResponse>, Status> {
+        let r = r.into_inner();
+        let id = r.request_id.clone();
+        self.once(id, self.master.create_at(r)).await
+    }
+    async fn unlink_at(
+        &self,
+        r: Request<UnlinkAtRequest>,
+    ) -> Result<Response<UnlinkAtResponse>, Status> {
+        let r = r.into_inner();
+        let id = r.request_id.clone();
+        self.once(id, self.master.unlink_at(r)).await
+    }
+    async fn rename_at(
+        &self,
+        r: Request<RenameAtRequest>,
+    ) -> Result<Response<RenameAtResponse>, Status> {
+        let r = r.into_inner();
+        let id = r.request_id.clone();
+        self.once(id, self.master.rename_at(r)).await
+    }
+    async fn link_at(&self, r: Request<LinkAtRequest>) -> Result<Response<LinkAtResponse>, Status> {
+        let r = r.into_inner();
+        let id = r.request_id.clone();
+        self.once(id, self.master.link_at(r)).await
+    }
+    async fn read_link(
+        &self,
+        r: Request<ReadLinkRequest>,
+    ) -> Result<Response<ReadLinkResponse>, Status> {
+        self.master
+            .read_link(r.into_inner())
+            .await
+            .map(Response::new)
+    }
+    async fn set_attr(
+        &self,
+        r: Request<SetAttrRequest>,
+    ) -> Result<Response<SetAttrResponse>, Status> {
+        let r = r.into_inner();
+        let id = r.request_id.clone();
+        self.once(id, self.master.set_attr(r)).await
+    }
+    async fn set_xattr(
+        &self,
+        r: Request<SetXattrRequest>,
+    ) -> Result<Response<SetXattrResponse>, Status> {
+        let r = r.into_inner();
+        let id = r.request_id.clone();
+        self.once(id, self.master.set_xattr(r)).await
+    }
+    async fn get_xattr(
+        &self,
+        r: Request<GetXattrRequest>,
+    ) -> Result<Response<GetXattrResponse>, Status> {
+        self.master
+            .get_xattr(r.into_inner())
+            .await
+            .map(Response::new)
+    }
+    async fn list_xattr(
+        &self,
+        r: Request<ListXattrRequest>,
+    ) -> Result<Response<ListXattrResponse>, Status> {
+        self.master
+            .list_xattr(r.into_inner())
+            .await
+            .map(Response::new)
+    }
+    async fn remove_xattr(
+        &self,
+        r: Request<RemoveXattrRequest>,
+    ) -> Result<Response<RemoveXattrResponse>, Status> {
+        let r = r.into_inner();
+        let id = r.request_id.clone();
+        self.once(id, self.master.remove_xattr(r)).await
+    }
+    async fn open_file(
+        &self,
+        r: Request<OpenFileRequest>,
+    ) -> Result<Response<OpenFileResponse>, Status> {
+        self.master
+            .open_file(r.into_inner())
+            .await
+            .map(Response::new)
+    }
+    async fn close_file(
+        &self,
+        r: Request<CloseFileRequest>,
+    ) -> Result<Response<CloseFileResponse>, Status> {
+        self.master
+            .close_file(r.into_inner())
+            .await
+            .map(Response::new)
+    }
+    async fn renew_session(
+        &self,
+        r: Request<RenewSessionRequest>,
+    ) -> Result<Response<RenewSessionResponse>, Status> {
+        self.master
+            .renew_session(r.into_inner())
+            .await
+            .map(Response::new)
+    }
+    async fn stat_fs(&self, r: Request<StatFsRequest>) -> Result<Response<StatFsResponse>, Status> {
+        self.master.stat_fs(r.into_inner()).await.map(Response::new)
     }
 }

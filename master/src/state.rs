@@ -17,10 +17,12 @@ use tonic::Status;
 
 use crate::chunk_map::{delete_command, ChunkMap};
 use crate::config::MasterConfig;
+use crate::handles::HandleTable;
 use crate::identity::ClusterIdentity;
 use crate::lease::LeaseTable;
 use crate::namespace::{Applied, Namespace, Op};
 use crate::oplog::{encode_record, Durable, LogCmd, LogHandle};
+use crate::retry_cache::RetryCache;
 
 /// Longest wait for a slot in the log queue.
 const LOG_ENQUEUE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,6 +42,10 @@ pub struct State {
     pub safe_mode: bool,
     /// File replication used when a file says 0.
     pub default_replication: u32,
+    /// Open handles and client sessions (not logged).
+    pub handles: HandleTable,
+    /// Orphans found at recovery are kept until then, so clients can re-register handles.
+    pub orphan_grace_until: std::time::Instant,
 }
 
 pub struct Master {
@@ -49,6 +55,8 @@ pub struct Master {
     pub log: LogHandle,
     /// Next lease serial (starts at the boot time in ms so serials grow across restarts).
     pub lease_serial: AtomicU64,
+    /// Answers of recent mutations by request id, for retried calls.
+    pub retry: RetryCache,
 }
 
 impl Master {
@@ -127,6 +135,8 @@ impl State {
             leases: LeaseTable::default(),
             safe_mode,
             default_replication,
+            handles: HandleTable::default(),
+            orphan_grace_until: std::time::Instant::now(),
         }
     }
 

@@ -10,6 +10,7 @@
 
 mod commands;
 mod format;
+mod mount;
 mod servers;
 mod transfer;
 
@@ -80,6 +81,8 @@ enum Command {
     Df(commands::DfArgs),
     /// Check the health of files and chunks (exit 1 when not healthy, unless --json).
     Fsck(commands::FsckArgs),
+    /// Mount the file system with FUSE (foreground; Ctrl-C or SIGTERM unmounts).
+    Mount(mount::MountArgs),
     /// Run a master server.
     Master(servers::MasterArgs),
     /// Run a chunkserver (registers with --master).
@@ -118,7 +121,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let is_server = matches!(
         cli.command,
-        Command::Master(_) | Command::Chunkserver(_) | Command::Cluster { .. }
+        Command::Master(_) | Command::Chunkserver(_) | Command::Cluster { .. } | Command::Mount(_)
     );
     init_tracing(if is_server {
         SERVER_LOG_FILTER
@@ -132,6 +135,7 @@ fn main() -> ExitCode {
         Command::Cluster {
             command: ClusterCommand::Up(args),
         } => servers::cluster_up(args),
+        Command::Mount(args) => mount::mount(args, cli.masters, cli.timeout),
         command => {
             restore_sigpipe();
             run_user_command(command, cli.masters, cli.timeout)
@@ -199,7 +203,10 @@ fn run_user_command(
             Command::Du(args) => commands::du(&client, args).await,
             Command::Df(args) => commands::df(&client, args).await,
             Command::Fsck(args) => commands::fsck(&client, args).await,
-            Command::Master(_) | Command::Chunkserver(_) | Command::Cluster { .. } => {
+            Command::Master(_)
+            | Command::Chunkserver(_)
+            | Command::Cluster { .. }
+            | Command::Mount(_) => {
                 anyhow::bail!("server commands do not run inside the client runtime")
             }
         }

@@ -85,6 +85,9 @@ pub struct ClusterUpArgs {
     /// Chunk size in bytes for a new cluster.
     #[arg(long)]
     pub chunk_size: Option<u64>,
+    /// Also mount the cluster here with FUSE (`dfs mount`), unmounted on stop.
+    #[arg(long)]
+    pub mount: Option<PathBuf>,
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -181,6 +184,7 @@ struct ChildServer {
     name: String,
     child: Child,
     addr: String,
+    log: PathBuf,
 }
 
 /// Spawns `dfs ARGS...`, waits for its listen line and returns it with the bound address.
@@ -188,8 +192,13 @@ fn spawn_child(name: &str, args: &[String], log: &Path) -> anyhow::Result<ChildS
     use std::io::BufRead;
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe().context("find the dfs executable")?;
-    let log_file =
-        std::fs::File::create(log).with_context(|| format!("create {}", log.display()))?;
+    // Append: a second `cluster up` on the same directory (refused by the data-directory
+    // lock) must not truncate the logs of the cluster that is running.
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("open {}", log.display()))?;
     let mut cmd = Command::new(exe);
     cmd.args(args)
         .stdin(Stdio::null())
@@ -221,6 +230,7 @@ fn spawn_child(name: &str, args: &[String], log: &Path) -> anyhow::Result<ChildS
                 name: name.to_string(),
                 child,
                 addr,
+                log: log.to_path_buf(),
             })
         }
         Err(_) => {
@@ -280,6 +290,7 @@ pub fn cluster_up(args: ClusterUpArgs) -> anyhow::Result<()> {
     let data = data
         .canonicalize()
         .with_context(|| format!("resolve {}", data.display()))?;
+    let _lock = lock_cluster_dir(&data)?;
     let mut children = Vec::new();
     let result = start_cluster(&args, &data, &mut children).and_then(|()| {
         print_banner(&data, &children);
@@ -290,6 +301,28 @@ pub fn cluster_up(args: ClusterUpArgs) -> anyhow::Result<()> {
         println!("rdfs cluster stopped; state kept in {}", data.display());
     }
     result
+}
+
+/// Holds `<data>/cluster.lock` for the life of `cluster up`, so a second one on the same
+/// directory fails before it starts anything (or touches the running cluster's logs).
+fn lock_cluster_dir(data: &Path) -> anyhow::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let path = data.join("cluster.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("open {}", path.display()))?;
+    // SAFETY: flock on a descriptor we own; the lock lives as long as the returned File.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        bail!(
+            "{}: another `dfs cluster up` is already running on this directory",
+            data.display()
+        );
+    }
+    Ok(file)
 }
 
 fn start_cluster(
@@ -345,6 +378,11 @@ fn start_cluster(
             &data.join(format!("logs/cs{i}.log")),
         )?);
     }
+    if let Some(dir) = &args.mount {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        let margs = vec!["--master".into(), master_addr, "mount".into(), s(dir)];
+        children.push(spawn_child("mount", &margs, &data.join("logs/mount.log"))?);
+    }
     Ok(())
 }
 
@@ -372,6 +410,7 @@ fn wait_for_signal_or_child_exit(children: &mut [ChildServer]) -> anyhow::Result
     set.add(Signal::SIGINT);
     set.add(Signal::SIGTERM);
     set.thread_block().context("block signals")?;
+    let mut reported = vec![false; children.len()];
     loop {
         let timeout = libc::timespec {
             tv_sec: 0,
@@ -383,10 +422,24 @@ fn wait_for_signal_or_child_exit(children: &mut [ChildServer]) -> anyhow::Result
             println!("\nstopping the cluster...");
             return Ok(());
         }
-        for c in children.iter_mut() {
-            if let Ok(Some(status)) = c.child.try_wait() {
-                bail!("{} exited unexpectedly ({status}); see its log", c.name);
+        // A dead child is reported, not fatal: the rest of the cluster keeps serving, which
+        // is the point of a replicated file system (kill one and watch `dfs fsck` heal it).
+        for (c, seen) in children.iter_mut().zip(reported.iter_mut()) {
+            if *seen {
+                continue;
             }
+            if let Ok(Some(status)) = c.child.try_wait() {
+                *seen = true;
+                eprintln!(
+                    "dfs: {} ({}) exited ({status}); see {}. The rest of the cluster keeps running; Ctrl-C stops it.",
+                    c.name,
+                    c.addr,
+                    c.log.display()
+                );
+            }
+        }
+        if reported.iter().all(|r| *r) {
+            anyhow::bail!("every server of the cluster has exited");
         }
     }
 }

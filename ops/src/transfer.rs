@@ -5,7 +5,10 @@
 //! - An existing file at the target is an error unless `-f`.
 //! - Directories are copied recursively (into an existing target directory, merging).
 //!
-//! A failed file copy removes its partial target, so nothing that looks complete is left.
+//! A failed file copy removes its partial target, so nothing that looks complete is left;
+//! so does Ctrl-C/SIGTERM during `put` (the targets being written are deleted before exit).
+//! Symbolic links inside a tree are skipped with a warning (never followed, so link loops
+//! cannot recurse).
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -22,6 +25,43 @@ use tokio::io::AsyncRead;
 use crate::commands::{path_error, stat_opt};
 use crate::format::{dfs_basename, dfs_path, is_dir};
 use crate::AlreadyReported;
+
+/// Targets of `put` being written right now: removed on Ctrl-C/SIGTERM so an interrupted
+/// put never leaves a file that looks complete.
+static IN_FLIGHT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn in_flight() -> std::sync::MutexGuard<'static, Vec<String>> {
+    IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Exit status of a command stopped by SIGINT (128 + 2), as shells report it.
+const EXIT_INTERRUPTED: i32 = 130;
+
+/// Runs `work` until it ends or a SIGINT/SIGTERM arrives; then deletes the partial targets.
+async fn interruptible(
+    client: &Client,
+    work: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
+    tokio::select! {
+        r = work => r,
+        _ = term.recv() => cleanup_and_exit(client).await,
+        _ = int.recv() => cleanup_and_exit(client).await,
+    }
+}
+
+async fn cleanup_and_exit(client: &Client) -> ! {
+    let targets: Vec<String> = std::mem::take(&mut *in_flight());
+    for t in targets {
+        match client.delete(&t, false).await {
+            Ok(()) => eprintln!("dfs: {t}: interrupted; partial file removed"),
+            Err(e) => eprintln!("dfs: {t}: interrupted; could not remove the partial file: {e}"),
+        }
+    }
+    std::process::exit(EXIT_INTERRUPTED);
+}
 
 /// Files at most this big are copied several at a time when putting a directory tree.
 const SMALL_FILE_BYTES: u64 = 4 << 20;
@@ -141,8 +181,12 @@ fn split_last(paths: &[String]) -> anyhow::Result<(&[String], &str)> {
 }
 
 pub async fn put(client: &Client, args: PutArgs) -> anyhow::Result<()> {
-    let (sources, dest) = split_last(&args.paths)?;
-    let dest = dfs_path(dest);
+    interruptible(client, put_all(client, args)).await
+}
+
+async fn put_all(client: &Client, args: PutArgs) -> anyhow::Result<()> {
+    let (sources, raw_dest) = split_last(&args.paths)?;
+    let dest = dfs_path(raw_dest);
     let dest_attr = stat_opt(client, &dest)
         .await
         .with_context(|| dest.clone())?;
@@ -154,6 +198,14 @@ pub async fn put(client: &Client, args: PutArgs) -> anyhow::Result<()> {
             ErrorCode::NotADirectory
         };
         return Err(path_error(&dest, code));
+    }
+    // `cp f missing/` and `cp f file/` fail: a trailing slash promises a directory.
+    let wants_dir = raw_dest.ends_with('/') && dest != "/";
+    let any_file = sources
+        .iter()
+        .any(|s| s == "-" || std::fs::metadata(s).is_ok_and(|m| !m.is_dir()));
+    if wants_dir && !dest_is_dir && (dest_attr.is_some() || any_file) {
+        return Err(path_error(&dest, ErrorCode::NotADirectory));
     }
     let mut failed = false;
     for src in sources {
@@ -254,9 +306,11 @@ async fn put_reader<R: AsyncRead>(
     } else {
         Progress { bar: None }
     };
+    in_flight().push(target.to_string());
     let res = client
         .put_stream(reader, target, force, |n| progress.set(n))
         .await;
+    in_flight().retain(|t| t != target);
     progress.finish();
     res.with_context(|| target.to_string())?;
     Ok(())
@@ -287,7 +341,11 @@ async fn put_dir(client: &Client, src: &Path, target: &str, force: bool) -> anyh
         let mut subdirs = Vec::new();
         for (name, path) in entries {
             let child = rdfs_proto::path::join(&remote, &name);
-            match std::fs::metadata(&path) {
+            match std::fs::symlink_metadata(&path) {
+                Ok(meta) if meta.is_symlink() => eprintln!(
+                    "dfs: {}: symbolic link skipped (put copies regular files and directories)",
+                    path.display()
+                ),
                 Ok(meta) if meta.is_dir() => subdirs.push((path, child)),
                 Ok(meta) if meta.is_file() && meta.len() <= SMALL_FILE_BYTES => {
                     small.push((path, child))

@@ -403,6 +403,34 @@ fn cluster_up_runs_a_usable_cluster_and_stops_on_sigterm() {
             .then_some(())
     });
     assert_eq!(dfs(&["cat", "/hello.txt"]).stdout, b"hello rdfs\n");
+
+    // A chunkserver dying is reported, not fatal: the cluster keeps serving.
+    let cs1 = dir.path().join("cs1");
+    let pgrep = Command::new("pgrep")
+        .args([
+            "-f",
+            &format!(
+                "chunkserver --data {}",
+                cs1.canonicalize().unwrap().display()
+            ),
+        ])
+        .output()
+        .unwrap();
+    let pid: i32 = String::from_utf8_lossy(&pgrep.stdout)
+        .lines()
+        .next()
+        .expect("chunkserver 1 is running")
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "cluster up keeps running"
+    );
+    assert_eq!(dfs(&["cat", "/hello.txt"]).stdout, b"hello rdfs\n");
+
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         Signal::SIGTERM,

@@ -37,6 +37,12 @@ pub enum ErrorCode {
     InvalidName = 23,
     Malformed = 24,
     LeaseMismatch = 25,
+    /// EPERM: not allowed whatever the mode bits say (chown by non-root, hard link to a dir).
+    OperationNotPermitted = 26,
+    /// ENODATA: no such extended attribute.
+    NoData = 27,
+    /// The operation is not supported for this object.
+    NotSupported = 28,
 }
 
 impl ErrorCode {
@@ -68,6 +74,9 @@ impl ErrorCode {
             23 => InvalidName,
             24 => Malformed,
             25 => LeaseMismatch,
+            26 => OperationNotPermitted,
+            27 => NoData,
+            28 => NotSupported,
             _ => Unspecified,
         }
     }
@@ -102,6 +111,9 @@ impl ErrorCode {
             InvalidName => "invalid file name",
             Malformed => "malformed request",
             LeaseMismatch => "lease mismatch",
+            OperationNotPermitted => "Operation not permitted",
+            NoData => "No data available",
+            NotSupported => "Operation not supported",
         }
     }
 
@@ -116,7 +128,9 @@ impl ErrorCode {
                 tonic::Code::FailedPrecondition
             }
             NameTooLong | InvalidArgument | InvalidName | Malformed => tonic::Code::InvalidArgument,
-            PermissionDenied => tonic::Code::PermissionDenied,
+            PermissionDenied | OperationNotPermitted => tonic::Code::PermissionDenied,
+            NoData => tonic::Code::NotFound,
+            NotSupported => tonic::Code::Unimplemented,
             NoSpace => tonic::Code::ResourceExhausted,
             Unavailable | Busy => tonic::Code::Unavailable,
             Timeout => tonic::Code::DeadlineExceeded,
@@ -181,7 +195,7 @@ mod tests {
 
     #[test]
     fn every_code_round_trips_through_status() {
-        for n in 0..=25 {
+        for n in 0..=28 {
             let code = ErrorCode::from_i32(n);
             assert_eq!(code as i32, n, "codes are dense and stable");
             let status = code.status("x");

@@ -2,23 +2,32 @@
 //! current tree and produce the [`Op`]s that carry it out; [`Namespace::apply`] is the only
 //! way the tree changes, both live and at replay.
 //!
-//! Invariants: the root (inode 1) is a directory and its own parent; every inode except the
-//! root is named by exactly one entry of its parent (no hard links yet); every chunk in a
-//! file's chunk list is in the chunk table with that (inode, index) and vice versa;
-//! `next_inode` / `next_chunk_id` are above every allocated id.
+//! Invariants: the root (inode 1) is a directory and its own parent; a directory is named by
+//! exactly one entry and its `nlink` is 2 + its subdirectories; any other inode is named by
+//! `nlink` entries (hard links), and one with `nlink == 0` is an orphan (in `orphans`) kept
+//! alive for open handles until `RemoveOrphan`; every chunk in a file's chunk list is in the
+//! chunk table with that (inode, index) and vice versa; `next_inode` / `next_chunk_id` are
+//! above every allocated id. `parent`/`name` of a hard-linked inode name one of its links
+//! (used only to print paths).
 
 mod op;
+pub mod perm;
+mod posix;
+#[cfg(test)]
+mod posix_tests;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use rdfs_proto::ids::{ChunkId, ChunkVersion, Epoch, InodeId};
 use rdfs_proto::path;
 use rdfs_proto::ErrorCode;
 use serde::{Deserialize, Serialize};
 
-pub use op::Op;
+pub use op::{NewKind, Op};
+pub use perm::Cred;
+pub use posix::{CreatePlan, SetAttrPlan};
 
 /// Default permission bits of the root directory.
 const ROOT_MODE: u32 = 0o755;
@@ -51,6 +60,10 @@ pub enum NodeKind {
     Dir {
         entries: BTreeMap<String, InodeId>,
     },
+    Symlink {
+        target: String,
+    },
+    Fifo,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +82,9 @@ pub struct Inode {
     pub atime_ns: i64,
     pub nlink: u32,
     pub replication: u32,
+    /// Extended attributes, name → value.
+    #[serde(default)]
+    pub xattrs: BTreeMap<String, Vec<u8>>,
 }
 
 impl Inode {
@@ -99,6 +115,9 @@ pub struct Namespace {
     next_inode: u64,
     next_chunk_id: u64,
     epoch: Epoch,
+    /// Inodes with no links left, kept for open handles.
+    #[serde(default)]
+    orphans: BTreeSet<InodeId>,
 }
 
 impl Default for Namespace {
@@ -125,6 +144,7 @@ impl Namespace {
             atime_ns: 0,
             nlink: 2,
             replication: 0,
+            xattrs: BTreeMap::new(),
         };
         Namespace {
             inodes: HashMap::from([(InodeId::ROOT, root)]),
@@ -133,6 +153,7 @@ impl Namespace {
             // 0 is never allocated (chunk files are named by id).
             next_chunk_id: 1,
             epoch: Epoch(1),
+            orphans: BTreeSet::new(),
         }
     }
 
@@ -169,10 +190,16 @@ impl Namespace {
             .inodes
             .get(&id)
             .ok_or_else(|| NsError::new(ErrorCode::NotFound, format!("inode {id}")))?;
-        if ino.is_dir() {
-            return Err(NsError::new(ErrorCode::IsADirectory, format!("inode {id}")));
+        match ino.kind {
+            NodeKind::File { .. } => Ok(ino),
+            NodeKind::Dir { .. } => {
+                Err(NsError::new(ErrorCode::IsADirectory, format!("inode {id}")))
+            }
+            _ => Err(NsError::new(
+                ErrorCode::InvalidArgument,
+                format!("inode {id} is not a regular file"),
+            )),
         }
-        Ok(ino)
     }
 
     /// Absolute path of an inode, rebuilt from parent links.
@@ -192,7 +219,7 @@ impl Namespace {
     fn dir_entries(&self, id: InodeId) -> Option<&BTreeMap<String, InodeId>> {
         match &self.inodes.get(&id)?.kind {
             NodeKind::Dir { entries } => Some(entries),
-            NodeKind::File { .. } => None,
+            _ => None,
         }
     }
 
@@ -515,13 +542,20 @@ impl Namespace {
                 ino.ctime_ns = *mtime_ns;
                 Ok(Applied::default())
             }
+            other => self.apply_posix(other),
         }
     }
 
     fn file_mut(&mut self, id: InodeId) -> Result<&mut Inode, NsError> {
         match self.inodes.get_mut(&id) {
-            Some(ino) if !ino.is_dir() => Ok(ino),
-            Some(_) => Err(NsError::new(ErrorCode::IsADirectory, format!("inode {id}"))),
+            Some(ino) if matches!(ino.kind, NodeKind::File { .. }) => Ok(ino),
+            Some(ino) if ino.is_dir() => {
+                Err(NsError::new(ErrorCode::IsADirectory, format!("inode {id}")))
+            }
+            Some(_) => Err(NsError::new(
+                ErrorCode::InvalidArgument,
+                format!("inode {id} is not a regular file"),
+            )),
             None => Err(NsError::new(ErrorCode::NotFound, format!("inode {id}"))),
         }
     }
@@ -529,7 +563,7 @@ impl Namespace {
     fn entries_mut(&mut self, dir: InodeId) -> Result<&mut BTreeMap<String, InodeId>, NsError> {
         match self.inodes.get_mut(&dir).map(|i| &mut i.kind) {
             Some(NodeKind::Dir { entries }) => Ok(entries),
-            Some(NodeKind::File { .. }) => Err(NsError::new(
+            Some(_) => Err(NsError::new(
                 ErrorCode::NotADirectory,
                 format!("inode {dir}"),
             )),
@@ -566,11 +600,8 @@ impl Namespace {
         }
         entries.insert(name.to_string(), id);
         let (mode, uid, gid, replication, time_ns) = attrs;
-        let nlink = if matches!(kind, NodeKind::Dir { .. }) {
-            2
-        } else {
-            1
-        };
+        let is_dir = matches!(kind, NodeKind::Dir { .. });
+        let nlink = if is_dir { 2 } else { 1 };
         self.inodes.insert(
             id,
             Inode {
@@ -586,9 +617,13 @@ impl Namespace {
                 atime_ns: time_ns,
                 nlink,
                 replication,
+                xattrs: BTreeMap::new(),
             },
         );
         self.next_inode = id.0 + 1;
+        if is_dir {
+            self.add_links(parent, 1);
+        }
         self.touch_dir(parent, time_ns);
         Ok(())
     }
@@ -602,7 +637,7 @@ impl Namespace {
                 *size = 0;
                 std::mem::take(chunks).into_values().collect::<Vec<_>>()
             }
-            NodeKind::Dir { .. } => Vec::new(),
+            _ => Vec::new(),
         };
         for c in &freed {
             self.chunks.remove(c);
@@ -612,17 +647,28 @@ impl Namespace {
         })
     }
 
-    /// Removes an inode and its subtree from the inode table; returns the freed chunks.
+    /// Removes one link to `root` (already taken out of its parent's entries) and, for a
+    /// directory, its whole subtree: directories go, other inodes lose one link per entry
+    /// and go when none is left (hard links elsewhere keep them). Returns the freed chunks.
     fn drop_subtree(&mut self, root: InodeId) -> Vec<ChunkId> {
         let mut freed = Vec::new();
         let mut stack = vec![root];
         while let Some(id) = stack.pop() {
+            let Some(ino) = self.inodes.get_mut(&id) else {
+                continue;
+            };
+            if !ino.is_dir() && ino.nlink > 1 {
+                ino.nlink -= 1;
+                continue;
+            }
             let Some(ino) = self.inodes.remove(&id) else {
                 continue;
             };
+            self.orphans.remove(&id);
             match ino.kind {
                 NodeKind::Dir { entries } => stack.extend(entries.into_values()),
                 NodeKind::File { chunks, .. } => freed.extend(chunks.into_values()),
+                NodeKind::Symlink { .. } | NodeKind::Fifo => {}
             }
         }
         for c in &freed {
@@ -641,12 +687,17 @@ impl Namespace {
             .entries_mut(parent)?
             .remove(name)
             .ok_or_else(|| NsError::new(ErrorCode::NotFound, name.to_string()))?;
+        if self.inodes.get(&id).is_some_and(Inode::is_dir) {
+            self.add_links(parent, -1);
+        }
         self.touch_dir(parent, time_ns);
         Ok(Applied {
             freed_chunks: self.drop_subtree(id),
         })
     }
 
+    /// The original path rename: like `RenameAt`, but a replaced inode left without links
+    /// goes at once (it predates open-handle tracking).
     fn rename(
         &mut self,
         src_parent: InodeId,
@@ -655,35 +706,16 @@ impl Namespace {
         dst_name: &str,
         time_ns: i64,
     ) -> Result<Applied, NsError> {
-        path::validate_name(dst_name).map_err(|c| NsError::new(c, "name"))?;
-        let id = self
-            .child(src_parent, src_name)
-            .ok_or_else(|| NsError::new(ErrorCode::NotFound, src_name.to_string()))?;
-        if self.dir_entries(id).is_some() && self.is_within(dst_parent, id) {
-            return Err(NsError::new(
-                ErrorCode::InvalidArgument,
-                "rename into own subtree",
-            ));
+        let replaced = self.child(dst_parent, dst_name);
+        let mut applied = self.rename_at(src_parent, src_name, dst_parent, dst_name, time_ns)?;
+        if let Some(old) = replaced {
+            if self.orphans.contains(&old) {
+                applied
+                    .freed_chunks
+                    .extend(self.remove_orphan(old)?.freed_chunks);
+            }
         }
-        self.entries_mut(dst_parent)?;
-        self.entries_mut(src_parent)?.remove(src_name);
-        let replaced = self
-            .entries_mut(dst_parent)?
-            .insert(dst_name.to_string(), id);
-        let freed = match replaced {
-            Some(old) if old != id => self.drop_subtree(old),
-            _ => Vec::new(),
-        };
-        if let Some(ino) = self.inodes.get_mut(&id) {
-            ino.parent = dst_parent;
-            ino.name = dst_name.to_string();
-            ino.ctime_ns = time_ns;
-        }
-        self.touch_dir(src_parent, time_ns);
-        self.touch_dir(dst_parent, time_ns);
-        Ok(Applied {
-            freed_chunks: freed,
-        })
+        Ok(applied)
     }
 
     fn allocate_chunk(
@@ -738,4 +770,86 @@ pub struct NewNode {
     /// Files only; 0 is replaced by the cluster default before planning.
     pub replication: u32,
     pub time_ns: i64,
+}
+
+/// An inode as checkpoint format 1 stored it (before xattrs).
+#[derive(Debug, Deserialize)]
+struct InodeV1 {
+    id: InodeId,
+    parent: InodeId,
+    name: String,
+    kind: NodeKind,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime_ns: i64,
+    ctime_ns: i64,
+    atime_ns: i64,
+    nlink: u32,
+    replication: u32,
+}
+
+/// The namespace as checkpoint format 1 stored it (before hard links, xattrs and orphans).
+/// Its `NodeKind` had only `File` and `Dir`, which keep their variant indexes.
+#[derive(Debug, Deserialize)]
+pub struct NamespaceV1 {
+    inodes: HashMap<InodeId, InodeV1>,
+    chunks: HashMap<ChunkId, ChunkMeta>,
+    next_inode: u64,
+    next_chunk_id: u64,
+    epoch: Epoch,
+}
+
+impl From<NamespaceV1> for Namespace {
+    fn from(v1: NamespaceV1) -> Namespace {
+        let mut inodes: HashMap<InodeId, Inode> = v1
+            .inodes
+            .into_iter()
+            .map(|(id, i)| {
+                let ino = Inode {
+                    id: i.id,
+                    parent: i.parent,
+                    name: i.name,
+                    kind: i.kind,
+                    mode: i.mode,
+                    uid: i.uid,
+                    gid: i.gid,
+                    mtime_ns: i.mtime_ns,
+                    ctime_ns: i.ctime_ns,
+                    atime_ns: i.atime_ns,
+                    nlink: i.nlink,
+                    replication: i.replication,
+                    xattrs: BTreeMap::new(),
+                };
+                (id, ino)
+            })
+            .collect();
+        // Format 1 counted every directory as 2 links; now it is 2 + subdirectories.
+        let subdirs: Vec<(InodeId, u32)> = inodes
+            .values()
+            .filter_map(|i| match &i.kind {
+                NodeKind::Dir { entries } => {
+                    let n = entries
+                        .values()
+                        .filter(|c| inodes.get(c).is_some_and(Inode::is_dir))
+                        .count();
+                    Some((i.id, 2 + n as u32))
+                }
+                _ => None,
+            })
+            .collect();
+        for (id, n) in subdirs {
+            if let Some(d) = inodes.get_mut(&id) {
+                d.nlink = n;
+            }
+        }
+        Namespace {
+            inodes,
+            chunks: v1.chunks,
+            next_inode: v1.next_inode,
+            next_chunk_id: v1.next_chunk_id,
+            epoch: v1.epoch,
+            orphans: BTreeSet::new(),
+        }
+    }
 }

@@ -30,13 +30,15 @@ pub enum Op {
         replication: u32,
         time_ns: i64,
     },
-    /// Removes an entry; a directory goes with its whole subtree.
+    /// Removes an entry; a directory goes with its whole subtree (a hard-linked file only
+    /// loses a link). Planned only for directories now; files use `Unlink`.
     Delete {
         parent: InodeId,
         name: String,
         time_ns: i64,
     },
     /// Moves an entry, replacing an existing file (or empty directory) at the destination.
+    /// Kept for replaying older logs; new renames log `RenameAt`.
     Rename {
         src_parent: InodeId,
         src_name: String,
@@ -59,6 +61,80 @@ pub enum Op {
         end: u64,
         mtime_ns: i64,
     },
+    /// Creates a file, directory, symlink or FIFO (inode-based create). A directory adds one
+    /// link to its parent.
+    CreateNode {
+        parent: InodeId,
+        name: String,
+        inode: InodeId,
+        kind: NewKind,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        replication: u32,
+        time_ns: i64,
+    },
+    /// Removes one entry. An (empty) directory goes at once; any other inode loses a link
+    /// and, at zero links, becomes an orphan kept for its open handles (see `RemoveOrphan`).
+    Unlink {
+        parent: InodeId,
+        name: String,
+        time_ns: i64,
+    },
+    /// Removes an orphan (no links left) once no handle holds it; its chunks become garbage.
+    RemoveOrphan { inode: InodeId },
+    /// POSIX rename; a replaced destination is unlinked as by `Unlink`.
+    RenameAt {
+        src_parent: InodeId,
+        src_name: String,
+        dst_parent: InodeId,
+        dst_name: String,
+        time_ns: i64,
+    },
+    /// Hard link: a new entry for a non-directory inode.
+    Link {
+        inode: InodeId,
+        parent: InodeId,
+        name: String,
+        time_ns: i64,
+    },
+    /// chmod / chown / utimens with the decided values; `ctime_ns` is always set.
+    SetAttr {
+        inode: InodeId,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        atime_ns: Option<i64>,
+        mtime_ns: Option<i64>,
+        ctime_ns: i64,
+    },
+    /// Sets a file's size; chunks at index `drop_from_index` and above are dropped.
+    Truncate {
+        inode: InodeId,
+        size: u64,
+        drop_from_index: u64,
+        time_ns: i64,
+    },
+    SetXattr {
+        inode: InodeId,
+        name: String,
+        value: Vec<u8>,
+        time_ns: i64,
+    },
+    RemoveXattr {
+        inode: InodeId,
+        name: String,
+        time_ns: i64,
+    },
+}
+
+/// What a `CreateNode` makes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NewKind {
+    File,
+    Dir,
+    Symlink(String),
+    Fifo,
 }
 
 impl Op {
@@ -73,6 +149,15 @@ impl Op {
             Op::AllocateChunk { .. } => "allocate_chunk",
             Op::SetChunkVersion { .. } => "set_chunk_version",
             Op::CommitWrite { .. } => "commit_write",
+            Op::CreateNode { .. } => "create_node",
+            Op::Unlink { .. } => "unlink",
+            Op::RemoveOrphan { .. } => "remove_orphan",
+            Op::RenameAt { .. } => "rename_at",
+            Op::Link { .. } => "link",
+            Op::SetAttr { .. } => "set_attr",
+            Op::Truncate { .. } => "truncate",
+            Op::SetXattr { .. } => "set_xattr",
+            Op::RemoveXattr { .. } => "remove_xattr",
         }
     }
 }

@@ -2,6 +2,7 @@
 //! with a temp data dir, and fake chunkservers that answer every data-plane frame with Ok.
 
 mod chunkservers;
+mod inode_rpc;
 mod namespace_rpc;
 mod recovery;
 mod writes;
