@@ -266,6 +266,7 @@ impl Session<'_> {
             bad: reports.bad.iter().cloned().map(report).collect(),
             no_space: store.no_space(),
             active_transfers: self.replicator.active_transfers(),
+            scrub: Some(self.node.scrub.progress()),
         };
         let resp = match bounded(client.heartbeat(req)).await {
             Ok(r) => r,

@@ -10,6 +10,7 @@
 //!   version bumps from the master, incoming replicas.
 //! - [`replicate`]: outgoing replica copies ordered by the master.
 //! - [`heartbeat`]: registration, heartbeats, block reports, command execution.
+//! - [`scrub`]: the background scrubber (bounded-rate CRC verification of idle replicas).
 //!
 //! Callers: `dfs chunkserver` (rdfs-ops) and the test harness call [`run`]; tests of the
 //! data plane alone use [`node::Node::open`] and [`dataplane::serve`].
@@ -19,6 +20,7 @@ pub mod error;
 pub mod heartbeat;
 pub mod node;
 pub mod replicate;
+pub mod scrub;
 pub mod state;
 pub mod store;
 
@@ -53,6 +55,8 @@ pub struct ChunkserverConfig {
     pub capacity_bytes: Option<u64>,
     /// Interval between full block reports.
     pub block_report_interval: Duration,
+    /// Bound on the scrubber's reads; 0 turns it off.
+    pub scrub_rate_bytes_per_sec: u64,
 }
 
 impl ChunkserverConfig {
@@ -63,6 +67,7 @@ impl ChunkserverConfig {
             advertise_addr: None,
             capacity_bytes: None,
             block_report_interval: DEFAULT_BLOCK_REPORT_INTERVAL,
+            scrub_rate_bytes_per_sec: scrub::DEFAULT_SCRUB_RATE_BYTES_PER_SEC,
         }
     }
 }
@@ -93,6 +98,11 @@ pub async fn run(
     // Our own token: a fatal master-loop error stops the data plane too.
     let stop = shutdown.child_token();
     let dataplane = tokio::spawn(dataplane::serve(node.clone(), listener, stop.clone()));
+    let scrubber = tokio::spawn(scrub::run(
+        node.clone(),
+        config.scrub_rate_bytes_per_sec,
+        stop.clone(),
+    ));
     let loop_cfg = heartbeat::MasterLoopConfig {
         masters: config.masters,
         data_addr,
@@ -102,6 +112,9 @@ pub async fn run(
     stop.cancel();
     if let Err(e) = dataplane.await {
         tracing::warn!(error = %e, "data-plane task failed");
+    }
+    if let Err(e) = scrubber.await {
+        tracing::warn!(error = %e, "scrubber task failed");
     }
     release(node).await;
     res

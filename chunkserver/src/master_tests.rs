@@ -40,6 +40,24 @@ fn unimplemented<T>() -> Rpc<T> {
 
 #[tonic::async_trait]
 impl Master for FakeMaster {
+    async fn safe_mode(&self, _: Request<pb::SafeModeRequest>) -> Rpc<pb::SafeModeResponse> {
+        unimplemented()
+    }
+    async fn decommission(
+        &self,
+        _: Request<pb::DecommissionRequest>,
+    ) -> Rpc<pb::DecommissionResponse> {
+        unimplemented()
+    }
+    async fn balance(&self, _: Request<pb::BalanceRequest>) -> Rpc<pb::BalanceResponse> {
+        unimplemented()
+    }
+    async fn set_replication(
+        &self,
+        _: Request<pb::SetReplicationRequest>,
+    ) -> Rpc<pb::SetReplicationResponse> {
+        unimplemented()
+    }
     async fn lookup(&self, _: Request<pb::LookupRequest>) -> Rpc<pb::LookupResponse> {
         unimplemented()
     }

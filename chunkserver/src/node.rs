@@ -46,6 +46,8 @@ pub struct Node {
     reports: parking_lot::Mutex<Reports>,
     /// Wakes the master loop for an immediate heartbeat (a bad replica to report).
     pub(crate) report_now: Notify,
+    /// The background scrubber's progress (reported with every heartbeat).
+    pub scrub: crate::scrub::ScrubStats,
 }
 
 /// A request-level failure, answered as `Msg::Error` on the data plane.
@@ -94,6 +96,7 @@ impl Node {
                 ..Reports::default()
             }),
             report_now: Notify::new(),
+            scrub: Default::default(),
         };
         Ok(Arc::new(node))
     }
@@ -128,16 +131,22 @@ impl Node {
         Ok(())
     }
 
+    fn chunk_lock(&self, id: ChunkId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.chunk_locks.lock();
+        if locks.len() > CHUNK_LOCKS_SOFT_MAX {
+            locks.retain(|_, l| Arc::strong_count(l) > 1);
+        }
+        locks.entry(id).or_default().clone()
+    }
+
     /// The per-chunk mutation lock.
     pub async fn lock_chunk(&self, id: ChunkId) -> OwnedMutexGuard<()> {
-        let lock = {
-            let mut locks = self.chunk_locks.lock();
-            if locks.len() > CHUNK_LOCKS_SOFT_MAX {
-                locks.retain(|_, l| Arc::strong_count(l) > 1);
-            }
-            locks.entry(id).or_default().clone()
-        };
-        lock.lock_owned().await
+        self.chunk_lock(id).lock_owned().await
+    }
+
+    /// The per-chunk mutation lock if nobody holds it (the scrubber skips busy chunks).
+    pub fn try_lock_chunk(&self, id: ChunkId) -> Option<OwnedMutexGuard<()>> {
+        self.chunk_lock(id).try_lock_owned().ok()
     }
 
     /// Runs a store operation off the async runtime (file I/O and fsyncs block).

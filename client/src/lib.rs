@@ -16,6 +16,7 @@
 //! [`ClientConfig::timeout`]. Streaming transfers (`put_stream`/`get_stream`) apply the
 //! deadline to each piece, so a large transfer fails only when it stops making progress.
 
+mod admin;
 mod error;
 mod inode;
 mod master;
@@ -356,10 +357,21 @@ impl Client {
 
     /// Health check of the tree under `path`.
     pub async fn fsck(&self, path: &str, list_chunks: bool) -> Result<pb::FsckResponse> {
+        self.fsck_lists(path, list_chunks, false).await
+    }
+
+    /// Health check listing chunks and/or files.
+    pub async fn fsck_lists(
+        &self,
+        path: &str,
+        list_chunks: bool,
+        list_files: bool,
+    ) -> Result<pb::FsckResponse> {
         let path = checked_path(path)?;
         let req = pb::FsckRequest {
             path: path.clone(),
             list_chunks,
+            list_files,
         };
         self.inner
             .masters

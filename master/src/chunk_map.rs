@@ -10,15 +10,27 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Instant;
 
 use rdfs_proto::ids::{ChunkId, ChunkVersion, ChunkserverId};
-use rdfs_proto::pb::{command, Command, DeleteChunkCommand};
+use rdfs_proto::pb::{command, Command, DeleteChunkCommand, ScrubProgress};
 
 /// Commands queued for one chunkserver; beyond this new ones are dropped (scans and block
 /// reports regenerate them).
 pub const MAX_QUEUED_COMMANDS: usize = 4096;
 /// Deletes handed to one chunkserver per heartbeat (deletion is the dangerous direction).
 pub const MAX_DELETES_PER_HEARTBEAT: usize = 64;
-/// Concurrent re-replications one source serves.
-pub const MAX_TRANSFERS_PER_SOURCE: u32 = 4;
+/// Default bound on concurrent copies one source serves (`--max-transfers-per-source`).
+pub const DEFAULT_MAX_TRANSFERS_PER_SOURCE: u32 = 4;
+
+/// Where a chunkserver is in decommissioning (`dfs admin decommission`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drain {
+    /// In service: takes new replicas, its replicas count towards replication.
+    Active,
+    /// Draining: takes nothing new; its replicas still serve reads and act as copy
+    /// sources but no longer count, so every chunk it holds is copied elsewhere.
+    Decommissioning,
+    /// Every chunk it held has its full replication elsewhere; safe to stop.
+    Decommissioned,
+}
 
 #[derive(Debug, Clone)]
 pub struct Server {
@@ -32,6 +44,16 @@ pub struct Server {
     pub no_space: bool,
     /// Re-replications this server is the source of.
     pub active_transfers: u32,
+    pub drain: Drain,
+    /// Chunks it holds that are still short of replicas elsewhere (while draining).
+    pub drain_remaining: u64,
+    /// When the last full block report (registration included) arrived, and its size.
+    pub last_block_report: Instant,
+    pub block_report_chunks: u64,
+    /// Replicas this server reported corrupt (scrubber or reads) since registration.
+    pub corrupt_found: u64,
+    /// The scrubber's progress from the last heartbeat.
+    pub scrub: ScrubProgress,
     commands: VecDeque<Command>,
 }
 
@@ -41,7 +63,23 @@ impl Server {
     }
     /// May receive new replicas.
     pub fn placeable(&self) -> bool {
-        self.live && !self.no_space
+        self.live && !self.no_space && self.drain == Drain::Active
+    }
+    /// Its replicas count towards a chunk's replication.
+    pub fn counts(&self) -> bool {
+        self.live && self.drain == Drain::Active
+    }
+    /// The state names of the CLI contract.
+    pub fn state_name(&self) -> &'static str {
+        match (self.drain, self.live) {
+            (Drain::Decommissioned, _) => "decommissioned",
+            (_, false) => "dead",
+            (Drain::Decommissioning, true) => "decommissioning",
+            (Drain::Active, true) => "live",
+        }
+    }
+    pub fn queued_commands(&self) -> usize {
+        self.commands.len()
     }
 }
 
@@ -64,7 +102,12 @@ pub struct ChunkMap {
     bad: HashMap<ChunkId, BTreeSet<ChunkserverId>>,
     /// Highest version some replica is known to have persisted (grant completed).
     confirmed: HashMap<ChunkId, ChunkVersion>,
-    pending: HashMap<(ChunkId, ChunkserverId), PendingCopy>,
+    /// Ordered by chunk so `pending_for` is a range lookup (the scan asks for every chunk).
+    pending: BTreeMap<(ChunkId, ChunkserverId), PendingCopy>,
+    /// Data-plane addresses being (or done being) decommissioned; survives re-registration.
+    draining: HashMap<String, Drain>,
+    /// Largest size any replica of a chunk reported (for the balancer's byte accounting).
+    sizes: HashMap<ChunkId, u64>,
 }
 
 impl ChunkMap {
@@ -97,6 +140,7 @@ impl ChunkMap {
             }
         };
         self.drop_locations(id);
+        let drain = self.draining.get(addr).copied().unwrap_or(Drain::Active);
         self.servers.insert(
             id,
             Server {
@@ -109,10 +153,52 @@ impl ChunkMap {
                 live: true,
                 no_space: false,
                 active_transfers: 0,
+                drain,
+                drain_remaining: 0,
+                last_block_report: now,
+                block_report_chunks: 0,
+                corrupt_found: 0,
+                scrub: ScrubProgress::default(),
                 commands: VecDeque::new(),
             },
         );
         id
+    }
+
+    /// Sets a server's decommission state by data-plane address (remembered across
+    /// re-registrations); `None` when no server ever registered with that address.
+    pub fn set_drain(&mut self, addr: &str, drain: Drain) -> Option<ChunkserverId> {
+        let ids: Vec<ChunkserverId> = self
+            .servers
+            .values()
+            .filter(|s| s.addr == addr)
+            .map(|s| s.id)
+            .collect();
+        if ids.is_empty() {
+            return None;
+        }
+        match drain {
+            Drain::Active => self.draining.remove(addr),
+            d => self.draining.insert(addr.to_string(), d),
+        };
+        for id in &ids {
+            if let Some(s) = self.servers.get_mut(id) {
+                s.drain = drain;
+            }
+        }
+        // The live one when several ids share the address (a re-registered node).
+        ids.iter()
+            .copied()
+            .find(|id| self.servers.get(id).is_some_and(|s| s.live))
+            .or(ids.first().copied())
+    }
+
+    pub fn note_size(&mut self, chunk: ChunkId, size: u64) {
+        let s = self.sizes.entry(chunk).or_default();
+        *s = (*s).max(size);
+    }
+    pub fn size_of(&self, chunk: ChunkId) -> u64 {
+        self.sizes.get(&chunk).copied().unwrap_or(0)
     }
 
     pub fn server(&self, id: ChunkserverId) -> Option<&Server> {
@@ -196,6 +282,7 @@ impl ChunkMap {
     pub fn forget_chunk(&mut self, chunk: ChunkId) -> Vec<(ChunkserverId, ChunkVersion)> {
         self.bad.remove(&chunk);
         self.confirmed.remove(&chunk);
+        self.sizes.remove(&chunk);
         self.replicas.remove(&chunk).into_iter().flatten().collect()
     }
 
@@ -228,6 +315,19 @@ impl ChunkMap {
             .collect()
     }
 
+    /// Current replicas on servers that count (live, not draining): what replication
+    /// health is judged by.
+    pub fn counted_replicas(&self, chunk: ChunkId, v: ChunkVersion) -> Vec<ChunkserverId> {
+        let mut out = self.current_replicas(chunk, v);
+        out.retain(|s| self.servers.get(s).is_some_and(Server::counts));
+        out
+    }
+
+    /// Copies ordered and not yet reported, all chunks.
+    pub fn pending_count(&self) -> usize {
+        self.pending.len()
+    }
+
     pub fn mark_bad(&mut self, server: ChunkserverId, chunk: ChunkId) {
         self.bad.entry(chunk).or_default().insert(server);
         self.remove_location(server, chunk);
@@ -254,6 +354,13 @@ impl ChunkMap {
             .map(|(c, _)| *c)
             .collect()
     }
+    /// Every (chunk, server) location in the map.
+    pub fn all_locations(&self) -> impl Iterator<Item = (ChunkId, ChunkserverId)> + '_ {
+        self.replicas
+            .iter()
+            .flat_map(|(c, r)| r.keys().map(move |s| (*c, *s)))
+    }
+
     /// Chunks `server` holds according to the map.
     pub fn chunks_on(&self, server: ChunkserverId) -> Vec<ChunkId> {
         self.replicas
@@ -323,9 +430,8 @@ impl ChunkMap {
     }
     pub fn pending_for(&self, chunk: ChunkId) -> Vec<ChunkserverId> {
         self.pending
-            .keys()
-            .filter(|(c, _)| *c == chunk)
-            .map(|(_, t)| *t)
+            .range((chunk, ChunkserverId(0))..=(chunk, ChunkserverId(u64::MAX)))
+            .map(|((_, t), _)| *t)
             .collect()
     }
     /// Drops copies past their deadline; returns them.

@@ -22,6 +22,8 @@ impl State {
             s.capacity = req.capacity;
             s.used = req.used;
             s.chunk_count = req.chunks.len() as u64;
+            s.block_report_chunks = req.chunks.len() as u64;
+            s.last_block_report = now;
         }
         tracing::info!(server = %id, addr = %req.data_addr, chunks = req.chunks.len(), "chunkserver registered");
         let adopt = self.full_report(id, &req.chunks);
@@ -41,6 +43,10 @@ impl State {
         s.chunk_count = req.chunk_count;
         s.no_space = req.no_space;
         s.last_heartbeat = now;
+        if let Some(scrub) = &req.scrub {
+            s.scrub = *scrub;
+        }
+        self.metrics.count(crate::metrics::Rate::Heartbeats, 1);
         for chunk in &req.removed {
             self.cmap.remove_location(id, ChunkId(*chunk));
             self.cmap.clear_bad(id, ChunkId(*chunk));
@@ -53,6 +59,7 @@ impl State {
             let chunk = ChunkId(added.chunk_id);
             adopt.extend(self.reconcile_replica(id, added));
             if self.cmap.finish_pending(chunk, id) && self.cmap.holds(chunk, id) {
+                self.metrics.count(crate::metrics::Rate::ReplicasCopied, 1);
                 let (live, expected) = self.health(chunk);
                 tracing::info!(chunk_id = %chunk, target = %id, live, expected, "re-replication complete");
             }
@@ -65,9 +72,9 @@ impl State {
         id: ChunkserverId,
         reports: &[rdfs_proto::pb::ChunkReport],
     ) -> Option<(Vec<Command>, Adopt)> {
-        if !self.cmap.server(id).is_some_and(|s| s.live) {
-            return None;
-        }
+        let s = self.cmap.server_mut(id).filter(|s| s.live)?;
+        s.last_block_report = Instant::now();
+        s.block_report_chunks = reports.len() as u64;
         let adopt = self.full_report(id, reports);
         Some((self.cmap.drain(id), adopt))
     }

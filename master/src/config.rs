@@ -39,6 +39,8 @@ pub struct MasterConfig {
     pub replication_scan_interval: Duration,
     /// How long a client session (and its open handles) lives without a renewal.
     pub session_ttl: Duration,
+    /// Concurrent replica copies one chunkserver may send (repair and balancer throttle).
+    pub max_transfers_per_source: u32,
 }
 
 impl MasterConfig {
@@ -55,6 +57,7 @@ impl MasterConfig {
             checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
             replication_scan_interval: DEFAULT_REPLICATION_SCAN_INTERVAL,
             session_ttl: DEFAULT_SESSION_TTL,
+            max_transfers_per_source: crate::chunk_map::DEFAULT_MAX_TRANSFERS_PER_SOURCE,
         }
     }
 
@@ -72,6 +75,9 @@ impl MasterConfig {
                 "min_replicas {} must be between 1 and replication {}",
                 self.min_replicas, self.replication
             ));
+        }
+        if self.max_transfers_per_source == 0 {
+            return bad("max transfers per source must be at least 1".into());
         }
         if self.heartbeat_interval.is_zero() || self.heartbeat_interval >= self.heartbeat_timeout {
             return bad(format!(

@@ -3,16 +3,88 @@
 //! bad has not been repaired, `under_replicated` with 0 < live < expected and
 //! `over_replicated` with live > expected.
 
-use rdfs_proto::ids::InodeId;
-use rdfs_proto::pb::{FsckChunk, FsckRequest, FsckResponse};
+use rdfs_proto::ids::{ChunkId, InodeId};
+use rdfs_proto::pb::{FsckChunk, FsckFile, FsckRequest, FsckResponse};
 use rdfs_proto::{path, ErrorCode};
 use tonic::Status;
 
 use crate::namespace::NodeKind;
 use crate::state::{Master, State};
 
+/// Replication health of one chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkHealth {
+    /// Current replicas on live servers that count (not draining).
+    pub counted: u32,
+    /// Current replicas on live servers, draining ones included (readable copies).
+    pub current: u32,
+    pub expected: u32,
+    /// A replica was reported bad and the chunk is not back to full replication.
+    pub corrupt: bool,
+}
+
+/// Problems from worst to mildest (a file shows its worst chunk's).
+const PROBLEM_ORDER: [&str; 4] = ["missing", "corrupt", "under_replicated", "over_replicated"];
+
+/// What one fsck walk lists.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FsckLists {
+    pub chunks: bool,
+    pub files: bool,
+}
+
+impl ChunkHealth {
+    pub fn problem(&self) -> &'static str {
+        match () {
+            _ if self.current == 0 => "missing",
+            _ if self.corrupt => "corrupt",
+            _ if self.counted < self.expected => "under_replicated",
+            _ if self.counted > self.expected => "over_replicated",
+            _ => "",
+        }
+    }
+    pub fn is_missing(&self) -> bool {
+        self.current == 0
+    }
+    pub fn is_under(&self) -> bool {
+        self.current > 0 && self.counted < self.expected
+    }
+    pub fn is_over(&self) -> bool {
+        self.counted > self.expected
+    }
+    /// Counted even when no copy is left (then it is missing too).
+    pub fn is_corrupt(&self) -> bool {
+        self.corrupt
+    }
+    /// Copies still to make for full redundancy (only possible while a copy exists).
+    pub fn copies_needed(&self) -> u32 {
+        if self.current == 0 {
+            0
+        } else {
+            self.expected.saturating_sub(self.counted)
+        }
+    }
+}
+
 impl State {
-    fn fsck_file(&self, id: InodeId, list: bool, out: &mut FsckResponse) {
+    /// Health of one chunk (`None`: no such chunk).
+    pub fn chunk_health(&self, chunk: ChunkId) -> Option<ChunkHealth> {
+        let meta = self.ns.chunk(chunk)?;
+        let current = self.cmap.current_replicas(chunk, meta.version);
+        let counted = current
+            .iter()
+            .filter(|s| self.cmap.server(**s).is_some_and(|x| x.counts()))
+            .count() as u32;
+        let expected = self.expected_replication(chunk);
+        Some(ChunkHealth {
+            counted,
+            current: current.len() as u32,
+            expected,
+            corrupt: self.cmap.has_bad(chunk) && counted < expected,
+        })
+    }
+
+    fn fsck_file(&self, id: InodeId, lists: FsckLists, out: &mut FsckResponse) {
         let Some(ino) = self.ns.inode(id) else {
             return;
         };
@@ -21,40 +93,54 @@ impl State {
         };
         out.files += 1;
         out.total_bytes += size;
+        let mut worst = PROBLEM_ORDER.len();
         for (index, chunk) in chunks {
             let Some(meta) = self.ns.chunk(*chunk) else {
                 continue;
             };
             out.chunks += 1;
-            let (live, expected) = self.health(*chunk);
-            let corrupt = self.cmap.has_bad(*chunk) && live < expected;
-            let problem = match () {
-                _ if live == 0 => "missing",
-                _ if corrupt => "corrupt",
-                _ if live < expected => "under_replicated",
-                _ if live > expected => "over_replicated",
-                _ => "",
+            let Some(h) = self.chunk_health(*chunk) else {
+                continue;
             };
-            out.missing += u64::from(live == 0);
-            out.corrupt += u64::from(corrupt);
-            out.under_replicated += u64::from(live > 0 && live < expected);
-            out.over_replicated += u64::from(live > expected);
-            if list {
+            out.missing += u64::from(h.is_missing());
+            out.corrupt += u64::from(h.is_corrupt());
+            out.under_replicated += u64::from(h.is_under());
+            out.over_replicated += u64::from(h.is_over());
+            if let Some(rank) = PROBLEM_ORDER.iter().position(|p| *p == h.problem()) {
+                worst = worst.min(rank);
+            }
+            if lists.chunks {
                 out.chunks_detail.push(FsckChunk {
                     path: self.ns.path_of(id),
                     index: *index,
                     chunk_id: chunk.0,
                     version: meta.version.0,
-                    expected,
-                    live,
+                    expected: h.expected,
+                    live: h.counted,
                     replicas: self.replica_addrs(*chunk, meta.version),
-                    problem: problem.to_string(),
+                    problem: h.problem().to_string(),
                 });
             }
         }
+        if lists.files {
+            out.files_detail.push(FsckFile {
+                path: self.ns.path_of(id),
+                size: *size,
+                chunks: chunks.len() as u64,
+                expected: self.file_replication(id),
+                problem: PROBLEM_ORDER.get(worst).copied().unwrap_or("").to_string(),
+            });
+        }
     }
 
-    pub fn fsck(&self, root: InodeId, list: bool) -> FsckResponse {
+    fn file_replication(&self, id: InodeId) -> u32 {
+        match self.ns.inode(id).map(|i| i.replication) {
+            Some(r) if r > 0 => r,
+            _ => self.default_replication,
+        }
+    }
+
+    pub fn fsck(&self, root: InodeId, lists: FsckLists) -> FsckResponse {
         let mut out = FsckResponse::default();
         let mut stack = vec![root];
         while let Some(id) = stack.pop() {
@@ -63,7 +149,7 @@ impl State {
                     out.dirs += 1;
                     stack.extend(entries.values().rev());
                 }
-                Some(NodeKind::File { .. }) => self.fsck_file(id, list, &mut out),
+                Some(NodeKind::File { .. }) => self.fsck_file(id, lists, &mut out),
                 Some(NodeKind::Symlink { .. } | NodeKind::Fifo) | None => {}
             }
         }
@@ -88,6 +174,10 @@ impl Master {
         if st.ns.inode(root).is_none() {
             return Err(ErrorCode::NotFound.status(format!("{p}: not found")));
         }
-        Ok(st.fsck(root, r.list_chunks))
+        let lists = FsckLists {
+            chunks: r.list_chunks,
+            files: r.list_files,
+        };
+        Ok(st.fsck(root, lists))
     }
 }

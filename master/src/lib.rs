@@ -7,11 +7,15 @@
 //! - `state`: the shared state behind one lock and the mutation path (log before answer).
 //! - `chunk_map`, `chunkservers`, `placement`, `lease`, `write`, `replication`, `fsck`:
 //!   chunk locations, chunkserver calls, leases and version bumps, re-replication.
-//! - `service`: the tonic `Master` service.
+//! - `service`: the tonic `Master` service; `admin`: safe mode, decommission, balance,
+//!   setrep; `balance`: the balancer; `status`, `metrics`: cluster status and counters.
+//! - [`dashboard`]: the HTTP dashboard, JSON API and `/metrics` (only with `--http`).
 //!
 //! [`run`] locks and opens the data directory, recovers, serves until shutdown, then
 //! writes a checkpoint.
 
+mod admin;
+pub mod balance;
 mod checkpoint_task;
 mod chunk_map;
 mod chunkservers;
@@ -20,15 +24,18 @@ mod fsutil;
 mod handles;
 mod inode_ops;
 mod lease;
+mod metrics;
 mod placement;
 mod replication;
 mod retry_cache;
 mod service;
 mod state;
+mod status;
 mod write;
 
 pub mod checkpoint;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod identity;
 pub mod namespace;
@@ -65,6 +72,16 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), MasterError> {
+    run_with_http(config, listener, None, shutdown).await
+}
+
+/// Like [`run`], also serving the dashboard on `http` when given.
+pub async fn run_with_http(
+    config: MasterConfig,
+    listener: TcpListener,
+    http: Option<TcpListener>,
+    shutdown: CancellationToken,
+) -> Result<(), MasterError> {
     config.validate()?;
     let dir = config.data_dir.clone();
     std::fs::create_dir_all(&dir)
@@ -82,6 +99,8 @@ pub async fn run(
     )?;
     let mut st = State::new(rec.ns, rec.last_seq, config.replication);
     st.last_checkpoint_seq = rec.checkpoint_seq;
+    st.max_transfers_per_source = config.max_transfers_per_source;
+    st.chunk_size_bytes = ident.chunk_size;
     st.orphan_grace_until = std::time::Instant::now() + config.session_ttl;
     let boot_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -94,6 +113,7 @@ pub async fn run(
         log,
         lease_serial: AtomicU64::new(boot_ms),
         retry: retry_cache::RetryCache::default(),
+        started: std::time::Instant::now(),
     });
     tracing::info!(
         cluster_id = %master.identity.cluster_id,
@@ -103,7 +123,16 @@ pub async fn run(
         "master serving"
     );
     let tasks = shutdown.child_token();
-    let bg = spawn_background(&master, &tasks);
+    let mut bg = spawn_background(&master, &tasks);
+    if let Some(http) = http {
+        tracing::info!(addr = ?http.local_addr().ok(), "dashboard serving");
+        let (m, s) = (master.clone(), tasks.clone());
+        bg.push(tokio::spawn(async move {
+            if let Err(e) = dashboard::serve(m, http, s).await {
+                tracing::error!(error = %e, "dashboard stopped");
+            }
+        }));
+    }
     let served = serve(&master, listener, shutdown.clone()).await;
     tasks.cancel();
     for t in bg {
@@ -169,7 +198,20 @@ fn spawn_background(
             }
         }
     });
-    vec![scan, ckpt, sessions]
+    let metrics = master.state.lock().metrics.clone();
+    let s = stop.clone();
+    let sampler = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(metrics::RATE_SAMPLE_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await; // the first tick is immediate; the baseline is already taken
+        loop {
+            tokio::select! {
+                _ = s.cancelled() => break,
+                _ = tick.tick() => metrics.sample(),
+            }
+        }
+    });
+    vec![scan, ckpt, sessions, sampler]
 }
 
 /// Tells the writer thread to stop after everything queued, and waits for it.

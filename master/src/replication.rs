@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use rdfs_proto::ids::{ChunkId, ChunkVersion, ChunkserverId};
 use rdfs_proto::pb::{command, Command, ReplicateChunkCommand};
 
-use crate::chunk_map::{PendingCopy, MAX_TRANSFERS_PER_SOURCE};
+use crate::chunk_map::PendingCopy;
 use crate::state::State;
 
 /// How long an ordered copy may take before it is ordered again elsewhere.
@@ -16,12 +16,25 @@ pub const REPLICATION_DEADLINE: Duration = Duration::from_secs(60);
 /// Most copies ordered per scan (keeps one scan short under the lock).
 pub const MAX_COPIES_PER_SCAN: usize = 256;
 
-/// A chunk short of replicas.
-struct Needy {
-    live: u32,
-    chunk: ChunkId,
-    version: ChunkVersion,
-    missing: u32,
+/// A chunk short of replicas (the repair queue, most endangered first).
+pub(crate) struct Needy {
+    /// Counted replicas now.
+    pub live: u32,
+    pub chunk: ChunkId,
+    pub version: ChunkVersion,
+    /// Copies still to order (beyond those in flight).
+    pub missing: u32,
+}
+
+/// Tells a source to push its replica of `chunk` to `target`.
+pub fn replicate_command(chunk: ChunkId, version: ChunkVersion, target: &str) -> Command {
+    Command {
+        kind: Some(command::Kind::Replicate(ReplicateChunkCommand {
+            chunk_id: chunk.0,
+            version: version.0,
+            target: target.to_string(),
+        })),
+    }
 }
 
 impl State {
@@ -36,7 +49,46 @@ impl State {
             return;
         }
         self.schedule_copies(now);
+        // Before trimming: a finished move deletes its own source, not the fullest copy.
+        self.balance_step(now);
         self.trim_replicas(now);
+        self.update_drain_progress();
+    }
+
+    /// Recounts what each draining server still holds that is short of replicas
+    /// elsewhere; a server with nothing left becomes decommissioned.
+    fn update_drain_progress(&mut self) {
+        use crate::chunk_map::Drain;
+        let draining: Vec<ChunkserverId> = self
+            .cmap
+            .servers()
+            .filter(|s| s.drain == Drain::Decommissioning && s.live)
+            .map(|s| s.id)
+            .collect();
+        for id in draining {
+            let remaining = self.drain_remaining(id);
+            let Some(s) = self.cmap.server_mut(id) else {
+                continue;
+            };
+            s.drain_remaining = remaining;
+            if remaining == 0 {
+                let addr = s.addr.clone();
+                self.cmap.set_drain(&addr, Drain::Decommissioned);
+                tracing::info!(server = %id, %addr, "decommissioned: every chunk has its replicas elsewhere");
+            }
+        }
+    }
+
+    /// Chunks on `server` that would be short of replicas without it.
+    pub fn drain_remaining(&self, server: ChunkserverId) -> u64 {
+        self.cmap
+            .chunks_on(server)
+            .into_iter()
+            .filter(|c| {
+                self.chunk_health(*c)
+                    .is_some_and(|h| h.counted < h.expected)
+            })
+            .count() as u64
     }
 
     fn detect_dead(&mut self, now: Instant, timeout: Duration) {
@@ -52,20 +104,22 @@ impl State {
     }
 
     /// Chunks that may be copied or trimmed now.
-    fn settled(&self, chunk: ChunkId, now: Instant) -> bool {
+    pub(crate) fn settled(&self, chunk: ChunkId, now: Instant) -> bool {
         !self.leases.is_granting(chunk) && self.leases.active(chunk, now).is_none()
     }
 
-    fn needy_chunks(&self, now: Instant) -> Vec<Needy> {
+    pub(crate) fn needy_chunks(&self, now: Instant) -> Vec<Needy> {
         let mut out: Vec<Needy> = self
             .ns
             .chunks()
             .filter(|(c, _)| self.settled(**c, now))
             .filter_map(|(c, m)| {
-                let live = self.cmap.current_replicas(*c, m.version).len() as u32;
+                // Copies may come from draining servers; only counted ones make up the factor.
+                let h = self.chunk_health(*c)?;
+                let live = h.counted;
                 let have = live + self.cmap.pending_for(*c).len() as u32;
-                let expected = self.expected_replication(*c);
-                (live > 0 && have < expected).then(|| Needy {
+                let expected = h.expected;
+                (h.current > 0 && have < expected).then(|| Needy {
                     live,
                     chunk: *c,
                     version: m.version,
@@ -95,7 +149,7 @@ impl State {
         let source = sources
             .iter()
             .filter_map(|s| self.cmap.server(*s))
-            .filter(|s| s.active_transfers < MAX_TRANSFERS_PER_SOURCE)
+            .filter(|s| s.active_transfers < self.max_transfers_per_source)
             .min_by_key(|s| (s.active_transfers, s.id))
             .map(|s| {
                 (
@@ -118,13 +172,7 @@ impl State {
         let Some((target, target_addr)) = target else {
             return false;
         };
-        let cmd = Command {
-            kind: Some(command::Kind::Replicate(ReplicateChunkCommand {
-                chunk_id: chunk.0,
-                version: src_version.0,
-                target: target_addr.clone(),
-            })),
-        };
+        let cmd = replicate_command(chunk, src_version, &target_addr);
         if !self.cmap.queue(source, cmd) {
             return false;
         }
@@ -158,7 +206,8 @@ impl State {
     }
 
     fn trim_surplus(&mut self, chunk: ChunkId, v: ChunkVersion) {
-        let current = self.cmap.current_replicas(chunk, v);
+        // Draining servers are left alone: their copies go when the server leaves.
+        let current = self.cmap.counted_replicas(chunk, v);
         if current.len() as u32 <= self.expected_replication(chunk) {
             return;
         }

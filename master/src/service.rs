@@ -96,13 +96,17 @@ impl State {
         Ok(attr(ino, self.default_replication))
     }
 
-    /// Data-plane addresses of the live current replicas (version rule; bad ones excluded).
+    /// Data-plane addresses of the live current replicas (version rule; bad ones excluded),
+    /// replicas on draining servers last so readers prefer the others.
     pub fn replica_addrs(&self, chunk: ChunkId, v: ChunkVersion) -> Vec<String> {
-        self.cmap
+        let mut servers: Vec<_> = self
+            .cmap
             .current_replicas(chunk, v)
             .into_iter()
-            .filter_map(|s| self.cmap.addr(s).map(str::to_string))
-            .collect()
+            .filter_map(|s| self.cmap.server(s))
+            .collect();
+        servers.sort_by_key(|s| !s.counts());
+        servers.into_iter().map(|s| s.addr.clone()).collect()
     }
 }
 
@@ -328,6 +332,7 @@ impl Master {
         let inode = InodeId(r.inode);
         let cred = cred_of(&r.caller);
         let st = self.state.lock();
+        st.metrics.count(crate::metrics::Rate::ChunkLookups, 1);
         let ino = st.ns.file(inode).map_err(|e| {
             e.code
                 .status(format!("inode {inode}: {}", e.code.describe()))
@@ -381,54 +386,6 @@ impl Master {
         tracing::warn!(chunk_id = %chunk, replica = %r.replica, reason = %r.reason, "client reported a bad replica");
         st.report_bad(server, chunk, v);
         Ok(ReportBadReplicaResponse {})
-    }
-
-    pub fn cluster_status(&self) -> ClusterStatusResponse {
-        let st = self.state.lock();
-        let now = Instant::now();
-        let (files, dirs) = st.ns.counts();
-        let under = st
-            .ns
-            .chunks()
-            .filter(|(c, _)| {
-                let (l, e) = st.health(**c);
-                l < e
-            })
-            .count() as u64;
-        let chunkservers: Vec<ChunkserverStatus> = st
-            .cmap
-            .servers()
-            .map(|s| ChunkserverStatus {
-                id: s.id.0,
-                addr: s.addr.clone(),
-                state: if s.live { "live" } else { "dead" }.to_string(),
-                capacity: s.capacity,
-                used: s.used,
-                chunks: s.chunk_count,
-                last_heartbeat_ms: now.saturating_duration_since(s.last_heartbeat).as_millis()
-                    as u64,
-                no_space: s.no_space,
-            })
-            .collect();
-        let live = st.cmap.live_servers();
-        let (capacity, used) = live.fold((0u64, 0u64), |(c, u), s| {
-            (c.saturating_add(s.capacity), u.saturating_add(s.used))
-        });
-        ClusterStatusResponse {
-            cluster_id: self.identity.cluster_id.clone(),
-            chunk_size: self.identity.chunk_size,
-            replication: self.config.replication,
-            capacity,
-            used,
-            files,
-            dirs,
-            chunks: st.ns.chunk_count() as u64,
-            epoch: st.ns.epoch().0,
-            safe_mode: st.safe_mode,
-            chunkservers,
-            under_replicated: under,
-            last_op_seq: st.last_seq,
-        }
     }
 
     pub async fn register(&self, r: RegisterRequest) -> Result<RegisterResponse, Status> {
@@ -778,6 +735,38 @@ impl MasterRpc for MasterService {
             .await
             .map(Response::new)
     }
+    async fn safe_mode(
+        &self,
+        r: Request<SafeModeRequest>,
+    ) -> Result<Response<SafeModeResponse>, Status> {
+        self.master.safe_mode(r.into_inner()).map(Response::new)
+    }
+
+    #[tracing::instrument(skip_all, fields(addr = %r.get_ref().addr, cancel = r.get_ref().cancel))]
+    async fn decommission(
+        &self,
+        r: Request<DecommissionRequest>,
+    ) -> Result<Response<DecommissionResponse>, Status> {
+        self.master.decommission(r.into_inner()).map(Response::new)
+    }
+
+    async fn balance(
+        &self,
+        r: Request<BalanceRequest>,
+    ) -> Result<Response<BalanceResponse>, Status> {
+        self.master.balance(r.into_inner()).map(Response::new)
+    }
+
+    #[tracing::instrument(skip_all, fields(path = %r.get_ref().path))]
+    async fn set_replication(
+        &self,
+        r: Request<SetReplicationRequest>,
+    ) -> Result<Response<SetReplicationResponse>, Status> {
+        let r = r.into_inner();
+        let id = r.request_id.clone();
+        self.once(id, self.master.set_replication(r)).await
+    }
+
     async fn stat_fs(&self, r: Request<StatFsRequest>) -> Result<Response<StatFsResponse>, Status> {
         self.master.stat_fs(r.into_inner()).await.map(Response::new)
     }

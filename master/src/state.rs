@@ -29,7 +29,7 @@ const LOG_ENQUEUE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for a batch to be fsynced; past it the log is considered failed.
 const LOG_COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Fraction (per mille) of chunks that need a current replica before safe mode ends.
-const SAFE_MODE_THRESHOLD_PER_MILLE: u64 = 999;
+pub const SAFE_MODE_THRESHOLD_PER_MILLE: u64 = 999;
 
 pub struct State {
     pub ns: Namespace,
@@ -40,6 +40,18 @@ pub struct State {
     pub cmap: ChunkMap,
     pub leases: LeaseTable,
     pub safe_mode: bool,
+    /// Entered by an operator (`dfs admin safemode enter`): only `leave` ends it.
+    pub safe_mode_manual: bool,
+    /// Operation counters and their last hour of rates (dashboard, `/metrics`); shared
+    /// with the sampler task, counted without the lock where it is not held anyway.
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// The running (or last finished) `dfs admin balance`.
+    pub balancer: Option<crate::balance::Balancer>,
+    /// Concurrent copies one chunkserver may be the source of (re-replication, draining,
+    /// balancing): the repair throttle.
+    pub max_transfers_per_source: u32,
+    /// The cluster's chunk size (from the identity), for byte accounting.
+    pub chunk_size_bytes: u64,
     /// File replication used when a file says 0.
     pub default_replication: u32,
     /// Open handles and client sessions (not logged).
@@ -57,6 +69,7 @@ pub struct Master {
     pub lease_serial: AtomicU64,
     /// Answers of recent mutations by request id, for retried calls.
     pub retry: RetryCache,
+    pub started: std::time::Instant,
 }
 
 impl Master {
@@ -82,6 +95,8 @@ impl Master {
                 return Ok(answer(&mut st, p));
             }
             let bytes = st.apply_and_encode(&ops)?;
+            st.metrics
+                .count(crate::metrics::Rate::Mutations, ops.len() as u64);
             let (tx, rx) = oneshot::channel();
             permit.send(LogCmd::Append { bytes, done: tx });
             (rx, answer(&mut st, p))
@@ -134,6 +149,11 @@ impl State {
             cmap: ChunkMap::with_boot_ids(),
             leases: LeaseTable::default(),
             safe_mode,
+            safe_mode_manual: false,
+            max_transfers_per_source: crate::chunk_map::DEFAULT_MAX_TRANSFERS_PER_SOURCE,
+            chunk_size_bytes: rdfs_proto::limits::DEFAULT_CHUNK_SIZE,
+            metrics: Default::default(),
+            balancer: None,
             default_replication,
             handles: HandleTable::default(),
             orphan_grace_until: std::time::Instant::now(),
@@ -208,6 +228,7 @@ impl State {
         r: &ChunkReport,
     ) -> Option<(ChunkId, ChunkVersion)> {
         let (chunk, rv) = (ChunkId(r.chunk_id), ChunkVersion(r.version));
+        self.cmap.note_size(chunk, r.size);
         if self.cmap.is_bad(chunk, server) {
             // Its delete is queued; a fresh copy may come back only after it is gone.
             return None;
@@ -270,6 +291,10 @@ impl State {
             return;
         }
         tracing::warn!(chunk_id = %chunk, server = %server, version = %v, "replica reported bad");
+        if let Some(s) = self.cmap.server_mut(server) {
+            s.corrupt_found += 1;
+        }
+        self.metrics.count(crate::metrics::Rate::CorruptReplicas, 1);
         self.cmap.mark_bad(server, chunk);
         self.queue_delete(server, chunk, v);
     }
@@ -282,29 +307,37 @@ impl State {
         tracing::info!(server = %server, %addr, revoked_leases = revoked, "chunkserver declared dead");
     }
 
-    /// Leaves safe mode once enough chunks have a current replica.
-    pub fn update_safe_mode(&mut self) {
-        if !self.safe_mode {
-            return;
-        }
+    /// (chunks with at least one current replica reported, all chunks).
+    pub fn safe_mode_counts(&self) -> (u64, u64) {
         let total = self.ns.chunk_count() as u64;
         let reported = self
             .ns
             .chunks()
             .filter(|(c, m)| !self.cmap.current_replicas(**c, m.version).is_empty())
             .count() as u64;
+        (reported, total)
+    }
+
+    /// Leaves safe mode once enough chunks have a current replica (never a manual one).
+    pub fn update_safe_mode(&mut self) {
+        if !self.safe_mode || self.safe_mode_manual {
+            return;
+        }
+        let (reported, total) = self.safe_mode_counts();
         if total == 0 || reported * 1000 >= total * SAFE_MODE_THRESHOLD_PER_MILLE {
             self.safe_mode = false;
             tracing::info!(total, reported, "leaving safe mode");
         }
     }
 
-    /// Lives replicas counted for replication health: (live current, expected).
+    /// Replicas counted for replication health: (live current ones on servers that are
+    /// not draining, expected). Replicas on decommissioning servers still serve reads but
+    /// do not count, which is what makes the scan copy them elsewhere.
     pub fn health(&self, chunk: ChunkId) -> (u32, u32) {
         let live = self
             .ns
             .chunk(chunk)
-            .map(|m| self.cmap.current_replicas(chunk, m.version).len() as u32)
+            .map(|m| self.cmap.counted_replicas(chunk, m.version).len() as u32)
             .unwrap_or(0);
         (live, self.expected_replication(chunk))
     }

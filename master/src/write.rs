@@ -286,6 +286,10 @@ impl Master {
                 "inode {inode}: chunk index {index} beyond the largest file size"
             )));
         }
+        self.state
+            .lock()
+            .metrics
+            .count(crate::metrics::Rate::WriteGrants, 1);
         let ctx = self.grant_ctx();
         let req = PrepareReq {
             inode,

@@ -100,9 +100,15 @@ pub struct FsckArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
-    /// List chunks (with their replicas and problems).
+    /// List every chunk with its replica count and problem.
     #[arg(long)]
     chunks: bool,
+    /// List every file with its worst problem.
+    #[arg(long)]
+    files: bool,
+    /// With the chunk list, name each replica's chunkserver (implies --chunks).
+    #[arg(long)]
+    locations: bool,
     /// Subtree to check.
     #[arg(default_value = "/")]
     path: String,
@@ -484,8 +490,9 @@ pub async fn df(client: &Client, args: DfArgs) -> anyhow::Result<()> {
 
 pub async fn fsck(client: &Client, args: FsckArgs) -> anyhow::Result<()> {
     let path = dfs_path(&args.path);
+    let list_chunks = args.chunks || args.locations;
     let report_data = client
-        .fsck(&path, args.chunks)
+        .fsck_lists(&path, list_chunks, args.files)
         .await
         .with_context(|| path.clone())?;
     let mut out = std::io::stdout().lock();
@@ -502,21 +509,40 @@ pub async fn fsck(client: &Client, args: FsckArgs) -> anyhow::Result<()> {
             "total_bytes": report_data.total_bytes,
             "healthy": report_data.healthy,
         });
-        if args.chunks {
+        if args.files {
+            let list: Vec<Value> = report_data
+                .files_detail
+                .iter()
+                .map(|f| {
+                    json!({
+                        "path": f.path,
+                        "size": f.size,
+                        "chunks": f.chunks,
+                        "replication": f.expected,
+                        "problem": f.problem,
+                    })
+                })
+                .collect();
+            v["files_detail"] = Value::Array(list);
+        }
+        if list_chunks {
             let list: Vec<Value> = report_data
                 .chunks_detail
                 .iter()
                 .map(|c| {
-                    json!({
+                    let mut v = json!({
                         "path": c.path,
                         "index": c.index,
                         "id": c.chunk_id,
                         "version": c.version,
                         "expected": c.expected,
                         "live": c.live,
-                        "replicas": c.replicas,
                         "problem": c.problem,
-                    })
+                    });
+                    if args.locations || args.chunks {
+                        v["replicas"] = json!(c.replicas);
+                    }
+                    v
                 })
                 .collect();
             v["chunks_detail"] = Value::Array(list);
@@ -532,18 +558,38 @@ pub async fn fsck(client: &Client, args: FsckArgs) -> anyhow::Result<()> {
         writeln!(out, "  over-replicated:  {}", report_data.over_replicated)?;
         writeln!(out, "  corrupt:          {}", report_data.corrupt)?;
         writeln!(out, "  missing:          {}", report_data.missing)?;
-        if args.chunks {
+        for f in &report_data.files_detail {
+            writeln!(
+                out,
+                "  {} {} bytes, {} chunks, replication {}: {}",
+                f.path,
+                f.size,
+                f.chunks,
+                f.expected,
+                if f.problem.is_empty() {
+                    "OK".to_string()
+                } else {
+                    f.problem.to_uppercase()
+                }
+            )?;
+        }
+        if list_chunks {
             for c in &report_data.chunks_detail {
+                let at = if args.locations {
+                    format!(" at {}", c.replicas.join(","))
+                } else {
+                    String::new()
+                };
                 writeln!(
                     out,
-                    "  {}[{}] id {} v{} {}/{} live {}{}",
+                    "  {}[{}] id {} v{} {}/{} live{}{}",
                     c.path,
                     c.index,
                     c.chunk_id,
                     c.version,
                     c.live,
                     c.expected,
-                    c.replicas.join(","),
+                    at,
                     if c.problem.is_empty() {
                         String::new()
                     } else {

@@ -1,13 +1,15 @@
 //! `dfs`: the rdfs command-line tool.
 //!
-//! User commands (`put`, `get`, `cat`, `ls`, `mkdir`, `rm`, `mv`, `stat`, `du`, `df`, `fsck`)
-//! talk to the cluster through `rdfs-client`; server commands (`master`, `chunkserver`,
+//! User commands (`put`, `get`, `cat`, `ls`, `mkdir`, `rm`, `mv`, `stat`, `du`, `df`, `fsck`,
+//! `setrep`) and operator commands (`admin ...`, in [`admin`]) talk to the cluster through
+//! `rdfs-client`; server commands (`master`, `chunkserver`,
 //! `cluster up`) live in [`servers`] and run their own runtime.
 //!
 //! Contract (SPEC "CLI contract"): every cluster command reads `--master`/`DFS_MASTER` and
 //! `--timeout`/`DFS_TIMEOUT`; errors print `dfs: PATH: cause` on stderr and exit 1, never a
 //! panic or Debug output; `--json` shapes are fixed; progress bars only on a terminal.
 
+mod admin;
 mod commands;
 mod format;
 mod mount;
@@ -81,6 +83,13 @@ enum Command {
     Df(commands::DfArgs),
     /// Check the health of files and chunks (exit 1 when not healthy, unless --json).
     Fsck(commands::FsckArgs),
+    /// Set the replication factor of a file or of every file under a directory.
+    Setrep(admin::SetrepArgs),
+    /// Operator commands: report, safemode, decommission, balance.
+    Admin {
+        #[command(subcommand)]
+        command: admin::AdminCommand,
+    },
     /// Mount the file system with FUSE (foreground; Ctrl-C or SIGTERM unmounts).
     Mount(mount::MountArgs),
     /// Run a master server.
@@ -203,6 +212,8 @@ fn run_user_command(
             Command::Du(args) => commands::du(&client, args).await,
             Command::Df(args) => commands::df(&client, args).await,
             Command::Fsck(args) => commands::fsck(&client, args).await,
+            Command::Setrep(args) => admin::setrep(&client, args).await,
+            Command::Admin { command } => admin::run(&client, command).await,
             Command::Master(_)
             | Command::Chunkserver(_)
             | Command::Cluster { .. }

@@ -15,12 +15,16 @@ use tokio_util::sync::CancellationToken;
 
 /// Default control-plane address of `dfs master` and of `dfs cluster up`.
 pub const DEFAULT_MASTER_ADDR: &str = "127.0.0.1:9000";
+/// `dfs cluster up` serves the dashboard on the master's port + this (9080 by default).
+const CLUSTER_HTTP_PORT_OFFSET: u16 = 80;
 /// `dfs cluster up` puts chunkserver N on the master's port + this + N (port 0: any port).
 const CLUSTER_CHUNKSERVER_PORT_OFFSET: u16 = 100;
 /// Where `dfs cluster up` keeps state when `--data` is not given (relative to the cwd).
 const CLUSTER_DEFAULT_DATA_DIR: &str = ".dfs-local";
 /// How long `dfs cluster up` waits for each child to print its listen line.
 const CHILD_START_TIMEOUT: Duration = Duration::from_secs(20);
+/// Stdout lines of a child kept for `cluster up` to read (the listen and dashboard lines).
+const CHILD_STDOUT_LINES_KEPT: usize = 4;
 /// How long children get to exit after SIGTERM before they are killed.
 const CHILD_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -32,6 +36,10 @@ pub struct MasterArgs {
     /// Control-plane (gRPC) listen address; port 0 picks a free port.
     #[arg(long, default_value = DEFAULT_MASTER_ADDR)]
     pub listen: String,
+    /// Serve the web dashboard, its JSON API and Prometheus `/metrics` here (e.g.
+    /// 127.0.0.1:9080); the bound address is the second stdout line.
+    #[arg(long)]
+    pub http: Option<String>,
     /// Chunk size in bytes, fixed when the data directory is initialised.
     #[arg(long)]
     pub chunk_size: Option<u64>,
@@ -53,6 +61,10 @@ pub struct MasterArgs {
     /// Interval between checkpoints.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub checkpoint_interval: Option<Duration>,
+    /// Concurrent replica copies one chunkserver may send (repair, decommission and
+    /// balancer throttle; default 4).
+    #[arg(long)]
+    pub max_transfers_per_source: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -69,6 +81,9 @@ pub struct ChunkserverArgs {
     /// Interval between full block reports.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub block_report_interval: Option<Duration>,
+    /// Bound on the background scrubber's reads in bytes per second (0 turns it off).
+    #[arg(long, default_value_t = rdfs_chunkserver::scrub::DEFAULT_SCRUB_RATE_BYTES_PER_SEC)]
+    pub scrub_rate: u64,
 }
 
 #[derive(Debug, Args)]
@@ -149,12 +164,27 @@ pub fn master(args: MasterArgs) -> anyhow::Result<()> {
     if let Some(v) = args.checkpoint_interval {
         cfg.checkpoint_interval = v;
     }
+    if let Some(v) = args.max_transfers_per_source {
+        cfg.max_transfers_per_source = v;
+    }
     cfg.validate()
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
     runtime()?.block_on(async move {
         let listener = bind(&args.listen, "master").await?;
+        let http = match &args.http {
+            Some(addr) => {
+                let l = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("dashboard: listen on {addr}"))?;
+                let local = l.local_addr().context("read the bound address")?;
+                // The second stdout line: `dfs cluster up` and tests read the URL from it.
+                println!("rdfs master dashboard on http://{local}/");
+                Some(l)
+            }
+            None => None,
+        };
         let shutdown = shutdown_on_signals()?;
-        rdfs_master::run(cfg, listener, shutdown)
+        rdfs_master::run_with_http(cfg, listener, http, shutdown)
             .await
             .with_context(|| format!("master on {}", args.data.display()))
     })
@@ -167,6 +197,7 @@ pub fn chunkserver(args: ChunkserverArgs, masters: Vec<String>) -> anyhow::Resul
     }
     let mut cfg = rdfs_chunkserver::ChunkserverConfig::new(args.data.clone(), masters);
     cfg.capacity_bytes = args.capacity;
+    cfg.scrub_rate_bytes_per_sec = args.scrub_rate;
     if let Some(v) = args.block_report_interval {
         cfg.block_report_interval = v;
     }
@@ -184,6 +215,8 @@ struct ChildServer {
     name: String,
     child: Child,
     addr: String,
+    /// Further stdout lines (the master's dashboard URL), as the child prints them.
+    more: std::sync::mpsc::Receiver<String>,
     log: PathBuf,
 }
 
@@ -214,14 +247,16 @@ fn spawn_child(name: &str, args: &[String], log: &Path) -> anyhow::Result<ChildS
     }
     let mut child = cmd.spawn().with_context(|| format!("start {name}"))?;
     let stdout = child.stdout.take().context("child stdout")?;
-    let (tx, rx) = std::sync::mpsc::sync_channel::<String>(1);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<String>(CHILD_STDOUT_LINES_KEPT);
     std::thread::spawn(move || {
-        let mut lines = std::io::BufReader::new(stdout).lines();
-        if let Some(Ok(line)) = lines.next() {
-            let _ = tx.send(line);
+        // Keep draining so the child never blocks on a full pipe; lines past the first
+        // few nobody reads are dropped.
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.try_send(line);
         }
-        // Keep draining so the child never blocks on a full pipe.
-        for _ in lines {}
     });
     match rx.recv_timeout(CHILD_START_TIMEOUT) {
         Ok(line) => {
@@ -230,6 +265,7 @@ fn spawn_child(name: &str, args: &[String], log: &Path) -> anyhow::Result<ChildS
                 name: name.to_string(),
                 child,
                 addr,
+                more: rx,
                 log: log.to_path_buf(),
             })
         }
@@ -341,6 +377,7 @@ fn start_cluster(
     if let Some(cs) = args.chunk_size {
         margs.extend(["--chunk-size".into(), cs.to_string()]);
     }
+    margs.extend(["--http".into(), http_addr_for(&args.listen)?]);
     let master = spawn_child("master", &margs, &data.join("logs/master.log"))?;
     let master_addr = master.addr.clone();
     children.push(master);
@@ -386,10 +423,34 @@ fn start_cluster(
     Ok(())
 }
 
+/// The dashboard address for a master listening on `listen`: same host, port + 80
+/// (port 0 stays 0: any free port).
+fn http_addr_for(listen: &str) -> anyhow::Result<String> {
+    let (host, port) = listen
+        .rsplit_once(':')
+        .with_context(|| format!("{listen}: no port"))?;
+    let port: u16 = port
+        .parse()
+        .with_context(|| format!("{listen}: bad port"))?;
+    let http_port = if port == 0 {
+        0
+    } else {
+        port.checked_add(CLUSTER_HTTP_PORT_OFFSET)
+            .context("dashboard port out of range")?
+    };
+    Ok(format!("{host}:{http_port}"))
+}
+
 fn print_banner(data: &Path, children: &[ChildServer]) {
     let master = children.first().map(|c| c.addr.as_str()).unwrap_or("?");
+    let dashboard = children
+        .first()
+        .and_then(|c| c.more.recv_timeout(CHILD_START_TIMEOUT).ok())
+        .and_then(|l| l.rsplit(' ').next().map(str::to_string))
+        .unwrap_or_else(|| "?".into());
     println!("rdfs local cluster is up");
     println!("  master:       {master}");
+    println!("  dashboard:    {dashboard}");
     for c in children.iter().skip(1) {
         println!("  {}: {}", c.name, c.addr);
     }
@@ -399,6 +460,7 @@ fn print_banner(data: &Path, children: &[ChildServer]) {
     println!("  export DFS_MASTER={master}");
     println!("  dfs mkdir -p /demo && dfs put README.md /demo/ && dfs ls -l /demo");
     println!("  dfs cat /demo/README.md | head; dfs stat --json /demo/README.md; dfs fsck");
+    println!("  dfs admin report; open {dashboard} in a browser");
     println!();
     println!("Press Ctrl-C to stop the cluster.");
 }

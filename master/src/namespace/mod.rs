@@ -542,6 +542,16 @@ impl Namespace {
                 ino.ctime_ns = *mtime_ns;
                 Ok(Applied::default())
             }
+            Op::SetReplication {
+                inode,
+                replication,
+                time_ns,
+            } => {
+                let ino = self.file_mut(*inode)?;
+                ino.replication = *replication;
+                ino.ctime_ns = *time_ns;
+                Ok(Applied::default())
+            }
             other => self.apply_posix(other),
         }
     }

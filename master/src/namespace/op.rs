@@ -126,6 +126,13 @@ pub enum Op {
         name: String,
         time_ns: i64,
     },
+    /// `dfs setrep`: a file's replication factor; re-replication and surplus trimming
+    /// follow from the chunk map, nothing else changes.
+    SetReplication {
+        inode: InodeId,
+        replication: u32,
+        time_ns: i64,
+    },
 }
 
 /// What a `CreateNode` makes.
@@ -158,6 +165,7 @@ impl Op {
             Op::Truncate { .. } => "truncate",
             Op::SetXattr { .. } => "set_xattr",
             Op::RemoveXattr { .. } => "remove_xattr",
+            Op::SetReplication { .. } => "set_replication",
         }
     }
 }

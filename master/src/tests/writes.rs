@@ -299,6 +299,7 @@ async fn dead_chunkserver_triggers_re_replication() {
         .fsck(FsckRequest {
             path: "/".into(),
             list_chunks: true,
+            list_files: false,
         })
         .await
         .unwrap()
@@ -319,6 +320,7 @@ async fn dead_chunkserver_triggers_re_replication() {
             .fsck(FsckRequest {
                 path: "/f".into(),
                 list_chunks: false,
+                list_files: false,
             })
             .await
             .unwrap()
@@ -393,6 +395,7 @@ async fn newer_reported_version_is_adopted_and_bad_replicas_are_replaced() {
         .fsck(FsckRequest {
             path: "/".into(),
             list_chunks: false,
+            list_files: false,
         })
         .await
         .unwrap()

@@ -12,6 +12,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use sha2::{Digest, Sha256};
 
+pub mod dash;
+
 pub const CHUNK_SIZE: u64 = 1 << 20;
 
 pub fn dfs_bin() -> &'static str {
@@ -23,6 +25,8 @@ pub struct Proc {
     pub child: Child,
     pub addr: String,
     pub log: PathBuf,
+    /// Stdout lines after the first (the master's dashboard line).
+    pub lines: std::sync::mpsc::Receiver<String>,
 }
 
 impl Proc {
@@ -37,13 +41,11 @@ impl Proc {
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let (tx, rx) = std::sync::mpsc::sync_channel(16);
         std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(l)) = lines.next() {
-                let _ = tx.send(l);
+            for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.try_send(l);
             }
-            for _ in lines {}
         });
         let line = match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(l) => l,
@@ -61,6 +63,7 @@ impl Proc {
             child,
             addr,
             log: log.to_path_buf(),
+            lines: rx,
         }
     }
 
@@ -106,16 +109,37 @@ pub struct ProcCluster {
     pub dir: tempfile::TempDir,
     pub master: Proc,
     pub chunkservers: Vec<Proc>,
+    /// The master's dashboard address (HOST:PORT).
+    pub http: String,
+    /// Extra `dfs master` flags, kept across restarts.
+    pub master_args: Vec<String>,
+    /// `--capacity` of new chunkservers.
+    pub chunkserver_capacity: Option<u64>,
 }
 
 impl ProcCluster {
     pub fn start(chunkservers: usize) -> ProcCluster {
+        Self::start_with(chunkservers, &[], None)
+    }
+
+    /// A cluster whose master gets `master_args` too and whose chunkservers offer
+    /// `capacity` bytes each.
+    pub fn start_with(
+        chunkservers: usize,
+        master_args: &[&str],
+        capacity: Option<u64>,
+    ) -> ProcCluster {
         let dir = tempfile::tempdir().unwrap();
-        let master = Self::spawn_master(dir.path(), "127.0.0.1:0");
+        let master_args: Vec<String> = master_args.iter().map(|s| s.to_string()).collect();
+        let master = Self::spawn_master_with(dir.path(), "127.0.0.1:0", &master_args);
+        let http = dashboard_addr(&master);
         let mut c = ProcCluster {
             dir,
             master,
             chunkservers: Vec::new(),
+            http,
+            master_args,
+            chunkserver_capacity: capacity,
         };
         for _ in 0..chunkservers {
             c.add_chunkserver();
@@ -125,7 +149,11 @@ impl ProcCluster {
     }
 
     pub fn spawn_master(dir: &Path, listen: &str) -> Proc {
-        let args: Vec<String> = [
+        Self::spawn_master_with(dir, listen, &[])
+    }
+
+    pub fn spawn_master_with(dir: &Path, listen: &str, extra: &[String]) -> Proc {
+        let mut args: Vec<String> = [
             "master",
             "--data",
             dir.join("master").to_str().unwrap(),
@@ -141,10 +169,13 @@ impl ProcCluster {
             "2s",
             "--block-report-interval",
             "2s",
+            "--http",
+            "127.0.0.1:0",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
+        args.extend(extra.iter().cloned());
         Proc::spawn("master", &args, &dir.join("master.log"))
     }
 
@@ -160,7 +191,8 @@ impl ProcCluster {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        self.master = Self::spawn_master(self.dir.path(), &addr);
+        self.master = Self::spawn_master_with(self.dir.path(), &addr, &self.master_args);
+        self.http = dashboard_addr(&self.master);
     }
 
     pub fn chunkserver_dir(&self, i: usize) -> PathBuf {
@@ -175,7 +207,7 @@ impl ProcCluster {
     }
 
     pub fn spawn_chunkserver(&self, i: usize, listen: &str, master: &str) -> Proc {
-        let args: Vec<String> = [
+        let mut args: Vec<String> = [
             "--master",
             master,
             "chunkserver",
@@ -189,6 +221,9 @@ impl ProcCluster {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        if let Some(cap) = self.chunkserver_capacity {
+            args.extend(["--capacity".to_string(), cap.to_string()]);
+        }
         Proc::spawn(
             &format!("cs{i}"),
             &args,
@@ -282,6 +317,20 @@ impl ProcCluster {
             .filter(|p| p.file_name().is_some_and(|f| f == name.as_str()))
             .collect()
     }
+}
+
+/// The dashboard address a master printed on its second stdout line.
+fn dashboard_addr(master: &Proc) -> String {
+    let line = master
+        .lines
+        .recv_timeout(Duration::from_secs(30))
+        .expect("master printed no dashboard line");
+    line.rsplit(' ')
+        .next()
+        .unwrap()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string()
 }
 
 pub fn walk(dir: &Path) -> Vec<PathBuf> {
