@@ -42,7 +42,7 @@ pub use rdfs_proto::pb::{
     ClusterStatusResponse, DirEntry, FileAttr, FileType, FsckResponse, GetChunksResponse,
 };
 pub use read::MAX_READ_AT_BYTES;
-pub use stream::{GET_PIECE_BYTES, PUT_PIECE_BYTES};
+pub use stream::{PieceReader, GET_PIECE_BYTES, PUT_PIECE_BYTES};
 
 use master::Masters;
 use pool::ConnPool;

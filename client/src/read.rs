@@ -318,14 +318,27 @@ impl Client {
 /// One `Read` conversation on `conn`. Fills the front of `dst` with the bytes the replica
 /// holds (the rest stays zero: beyond the replica's length, inside the file, is a hole).
 /// Returns whether the connection ended at a frame boundary and may be pooled again.
+///
+/// Packets are received straight into `dst` (no per-packet buffer and copy): on the read
+/// path every pass over the bytes counts.
 async fn read_on(
     conn: &mut DataConn,
     req: &Msg,
     dst: &mut [u8],
 ) -> std::result::Result<bool, PeerError> {
     conn.send(req, &[]).await?;
-    let first = conn.recv().await?;
-    let promised = match first.msg {
+    let want = dst.len() as u64;
+    let overlong = |promised: u64| {
+        PeerError::Protocol(format!(
+            "replica sent more than the {promised} bytes it promised"
+        ))
+    };
+    // `ReadOk` carries no payload; an empty window makes any payload an overflow.
+    let (first, _) = conn.recv_into(&mut []).await.map_err(|e| match e {
+        FrameError::PayloadTooLarge(_) => overlong(0),
+        other => PeerError::Frame(other),
+    })?;
+    let promised = match first {
         Msg::ReadOk { len } => len,
         Msg::Error { code, message } => return Err(PeerError::Remote { code, message }),
         other => {
@@ -335,33 +348,28 @@ async fn read_on(
             )))
         }
     };
-    let want = dst.len() as u64;
     if promised > want {
         return Err(PeerError::Protocol(format!(
             "replica promised {promised} bytes for a read of {want}"
         )));
     }
-    let promised = promised as usize;
+    // `promised` <= dst.len(), so it fits in usize.
+    let end = promised as usize;
     let mut got = 0usize;
     let mut saw_last = false;
-    let mut take = |payload: &[u8], got: &mut usize| -> std::result::Result<(), PeerError> {
-        if *got + payload.len() > promised {
-            return Err(PeerError::Protocol(format!(
-                "replica sent more than the {promised} bytes it promised"
-            )));
-        }
-        dst[*got..*got + payload.len()].copy_from_slice(payload);
-        *got += payload.len();
-        Ok(())
-    };
-    take(&first.payload, &mut got)?;
-    while got < promised {
-        let frame = conn.recv().await?;
-        match frame.msg {
+    while got < end {
+        let (msg, n) = conn
+            .recv_into(&mut dst[got..end])
+            .await
+            .map_err(|e| match e {
+                FrameError::PayloadTooLarge(_) => overlong(promised),
+                other => PeerError::Frame(other),
+            })?;
+        match msg {
             Msg::Data { last } => {
-                take(&frame.payload, &mut got)?;
+                got += n;
                 saw_last = last;
-                if last && got < promised {
+                if last && got < end {
                     return Err(PeerError::Protocol(format!(
                         "replica sent {got} of the {promised} bytes it promised"
                     )));

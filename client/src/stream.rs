@@ -140,63 +140,105 @@ impl Client {
         W: AsyncWrite,
         P: Fn(u64),
     {
+        let mut pieces = self.read_pieces(path).await?;
+        tokio::pin!(writer);
+        while let Some(data) = pieces.next_piece().await? {
+            writer.write_all(&data).await?;
+            progress(pieces.position());
+        }
+        writer.flush().await?;
+        Ok(pieces.position())
+    }
+
+    /// Opens file `path` for reading in order, [`GET_INFLIGHT_PIECES`] pieces ahead; the
+    /// caller takes each piece as owned bytes (so it can hand them to another thread
+    /// without a copy).
+    pub async fn read_pieces(&self, path: &str) -> Result<PieceReader> {
         let path = checked_path(path)?;
         let attr = self.stat(&path).await?;
         if attr.file_type == pb::FileType::Dir as i32 {
             return Err(ClientError::remote(&path, ErrorCode::IsADirectory, ""));
         }
-        tokio::pin!(writer);
         let inode = attr.inode;
-        let size = attr.size;
-        let chunk_size = self.chunk_size().max(1);
         // Start from fresh locations (another client may have written since we cached them),
-        // fetched once here so the read tasks below share them.
+        // fetched once here so the read tasks share them.
         self.invalidate(inode);
-        if size > 0 {
+        if attr.size > 0 {
             self.fetch_locations(inode, self.deadline())
                 .await
                 .map_err(|e| with_path(e, &path))?;
         }
-        // Pieces being read ahead, in file order; dropped (and aborted) on any early return.
-        let mut reads = ReadAhead::default();
-        let mut scheduled = 0u64;
-        let mut pos = 0u64;
-        loop {
-            while scheduled < size && reads.0.len() < GET_INFLIGHT_PIECES {
-                let len =
-                    next_piece_len(scheduled, GET_PIECE_BYTES, chunk_size).min(size - scheduled);
-                let client = self.clone();
-                let (offset, deadline) = (scheduled, self.deadline());
-                let task =
-                    tokio::spawn(
-                        async move { client.read_range(inode, offset, len, deadline).await },
-                    );
-                reads.0.push_back((len, task));
-                scheduled += len;
-            }
-            let Some((want, task)) = reads.0.pop_front() else {
-                break;
-            };
-            let data = match task.await {
-                Ok(res) => res.map_err(|e| with_path(e, &path))?,
-                Err(join) => {
-                    return Err(ClientError::Protocol(format!("read task failed: {join}")))
-                }
-            };
-            writer.write_all(&data).await?;
-            pos += data.len() as u64;
-            progress(pos);
-            if (data.len() as u64) < want {
-                // The file shrank while we read it: what is left is all there is.
-                break;
-            }
-        }
-        writer.flush().await?;
-        Ok(pos)
+        Ok(PieceReader {
+            client: self.clone(),
+            path,
+            inode,
+            size: attr.size,
+            reads: ReadAhead::default(),
+            scheduled: 0,
+            position: 0,
+            done: false,
+        })
     }
 }
 
-/// Read-ahead tasks of one `get_stream`; aborted when the transfer ends early.
+/// A whole file read in order with read-ahead ([`Client::read_pieces`]). Each piece is one
+/// data-plane request of up to [`GET_PIECE_BYTES`] inside one chunk, read on its own task.
+pub struct PieceReader {
+    client: Client,
+    path: String,
+    inode: u64,
+    /// Size when opened: a file that grows meanwhile is read up to here.
+    size: u64,
+    reads: ReadAhead,
+    /// File offset up to which reads were started.
+    scheduled: u64,
+    /// Bytes handed out so far.
+    position: u64,
+    done: bool,
+}
+
+impl PieceReader {
+    /// Bytes handed out so far.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// The next piece in file order, or None at the end. Errors name the path.
+    pub async fn next_piece(&mut self) -> Result<Option<Bytes>> {
+        if self.done {
+            return Ok(None);
+        }
+        let chunk_size = self.client.chunk_size().max(1);
+        while self.scheduled < self.size && self.reads.0.len() < GET_INFLIGHT_PIECES {
+            let len = next_piece_len(self.scheduled, GET_PIECE_BYTES, chunk_size)
+                .min(self.size - self.scheduled);
+            let client = self.client.clone();
+            let (inode, offset, deadline) = (self.inode, self.scheduled, self.client.deadline());
+            let task =
+                tokio::spawn(async move { client.read_range(inode, offset, len, deadline).await });
+            self.reads.0.push_back((len, task));
+            self.scheduled += len;
+        }
+        let Some((want, task)) = self.reads.0.pop_front() else {
+            self.done = true;
+            return Ok(None);
+        };
+        let data = match task.await {
+            Ok(res) => res.map_err(|e| with_path(e, &self.path))?,
+            Err(join) => {
+                return Err(ClientError::Protocol(format!("read task failed: {join}")));
+            }
+        };
+        self.position += data.len() as u64;
+        if (data.len() as u64) < want {
+            // The file shrank while we read it: what is left is all there is.
+            self.done = true;
+        }
+        Ok(Some(data))
+    }
+}
+
+/// Read-ahead tasks of one `PieceReader`; aborted when it is dropped early.
 #[derive(Default)]
 struct ReadAhead(VecDeque<(u64, tokio::task::JoinHandle<Result<Bytes>>)>);
 

@@ -35,6 +35,21 @@ impl Client {
     /// Writes `data` at `offset` of file `inode` (split at chunk boundaries), then publishes
     /// `size = max(size, offset + len)`. With `sync` every replica fsyncs before acking.
     pub async fn write_at(&self, inode: u64, offset: u64, data: &[u8], sync: bool) -> Result<()> {
+        self.write_at_mtime(inode, offset, data, sync, now_ns())
+            .await
+    }
+
+    /// [`Client::write_at`] that publishes `mtime_ns` as the file's modification time: a
+    /// writer that buffers (FUSE) passes the time of the buffered `write(2)`, which is what
+    /// `fstat` showed meanwhile, rather than the later time of the flush.
+    pub async fn write_at_mtime(
+        &self,
+        inode: u64,
+        offset: u64,
+        data: &[u8],
+        sync: bool,
+        mtime_ns: i64,
+    ) -> Result<()> {
         if data.is_empty() {
             return Ok(());
         }
@@ -42,8 +57,22 @@ impl Client {
         let deadline = self.deadline();
         self.write_range(inode, offset, data, sync, deadline)
             .await?;
-        self.commit_write(inode, end, deadline).await?;
+        self.commit_write_at(inode, end, mtime_ns, deadline).await?;
         Ok(())
+    }
+
+    /// Makes every byte already written to chunk `index` of `inode` durable on each replica
+    /// of its chain: an empty `Write` with `sync` (each replica fsyncs the chunk before it
+    /// acks). Data, size and mtime are untouched; a chunk that does not exist (a hole, or
+    /// truncated away) is skipped rather than allocated. What `fsync` needs for bytes that
+    /// were written earlier without `sync`.
+    pub async fn sync_chunk(&self, inode: u64, index: u64) -> Result<()> {
+        let deadline = self.deadline();
+        let locs = self.fetch_locations(inode, deadline).await?;
+        if !locs.chunks.iter().any(|c| c.index == index) {
+            return Ok(());
+        }
+        self.write_piece(inode, index, 0, &[], true, deadline).await
     }
 
     /// Pushes `data` at `offset` to the chains, without publishing the size.
@@ -83,10 +112,21 @@ impl Client {
         end: u64,
         deadline: Instant,
     ) -> Result<pb::CommitWriteResponse> {
+        self.commit_write_at(inode, end, now_ns(), deadline).await
+    }
+
+    /// Publishes `size = max(size, end)` and `mtime = ctime = mtime_ns` on the master.
+    async fn commit_write_at(
+        &self,
+        inode: u64,
+        end: u64,
+        mtime_ns: i64,
+        deadline: Instant,
+    ) -> Result<pb::CommitWriteResponse> {
         let req = pb::CommitWriteRequest {
             inode,
             end_offset: end,
-            mtime_ns: now_ns(),
+            mtime_ns,
             caller: self.caller(),
             request_id: self.request_id(),
         };

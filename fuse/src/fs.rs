@@ -24,9 +24,9 @@
 //! chunk locations, and unless size and mtime are what the kernel already has, makes the
 //! kernel drop its cached attributes and pages for the file.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsStr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -120,6 +120,10 @@ struct Shared {
     /// throughput. Trusted for `attr_ttl`, like attributes; dropped on set/remove here.
     no_caps: Mutex<HashMap<u64, std::time::Instant>>,
     notifier: Arc<OnceLock<Notifier>>,
+    /// Largest write and read requests the kernel sent: the unmount log line shows whether
+    /// the large requests asked for at init (`max_write`, read-ahead) were granted.
+    largest_write_bytes: AtomicU64,
+    largest_read_bytes: AtomicU64,
 }
 
 /// One open file handle.
@@ -137,6 +141,9 @@ struct InodeIo {
     ino: u64,
     /// End of the buffered or in-flight bytes (0 when none): getattr reports at least this.
     dirty_end: AtomicU64,
+    /// Time of the latest `write(2)` not yet published (0 when none): getattr reports it as
+    /// mtime/ctime (POSIX: a write marks them for update), and the flush publishes it.
+    dirty_mtime_ns: AtomicI64,
     /// Bumped by every write and truncate; read-ahead windows of an older value are stale.
     generation: AtomicU64,
     state: tokio::sync::Mutex<IoState>,
@@ -148,8 +155,45 @@ struct IoState {
     inflight: Option<JoinHandle<Result<(), ClientError>>>,
     /// Errno of a background flush that failed, reported by the next write/flush/fsync.
     error: Option<i32>,
-    /// Chunk index → an offset written there without `sync` since the last fsync.
-    unsynced: BTreeMap<u64, u64>,
+    /// Indexes of chunks written without `sync` since the last fsync.
+    unsynced: BTreeSet<u64>,
+}
+
+/// What an inode has buffered or in flight, for the attributes the kernel sees.
+#[derive(Debug, Clone, Copy, Default)]
+struct Dirty {
+    end: u64,
+    mtime_ns: i64,
+}
+
+impl InodeIo {
+    fn dirty(&self) -> Dirty {
+        Dirty {
+            end: self.dirty_end.load(Ordering::Acquire),
+            mtime_ns: self.dirty_mtime_ns.load(Ordering::Acquire),
+        }
+    }
+
+    /// A `write(2)` ending at `end` was buffered now.
+    fn note_write(&self, end: u64) {
+        self.dirty_end.fetch_max(end, Ordering::AcqRel);
+        self.dirty_mtime_ns
+            .fetch_max(ns_of(SystemTime::now()), Ordering::AcqRel);
+    }
+
+    /// The mtime a flush publishes: that of the latest buffered write.
+    fn publish_mtime(&self) -> i64 {
+        match self.dirty_mtime_ns.load(Ordering::Acquire) {
+            0 => ns_of(SystemTime::now()),
+            t => t,
+        }
+    }
+
+    /// Everything buffered was published (or dropped after an error).
+    fn clear_dirty(&self) {
+        self.dirty_end.store(0, Ordering::Release);
+        self.dirty_mtime_ns.store(0, Ordering::Release);
+    }
 }
 
 /// Read-ahead state of one handle.
@@ -240,6 +284,17 @@ fn errno(code: i32) -> Errno {
     Errno::from_i32(code)
 }
 
+/// The errno for a failed call on an inode the kernel named: ESTALE when the inode is gone
+/// (deleted through another mount while this kernel still had its name cached), so the
+/// kernel looks the path up again instead of failing with ENOENT on a name that now names
+/// another file.
+fn stale_if_gone(e: &ClientError) -> i32 {
+    match errno_of(e) {
+        libc::ENOENT => libc::ESTALE,
+        other => other,
+    }
+}
+
 /// A request's name as UTF-8 of at most NAME_MAX bytes.
 fn checked_name(name: &OsStr) -> Res<String> {
     let Some(s) = name.to_str() else {
@@ -282,6 +337,8 @@ impl RdfsFs {
                 buffered: AtomicU64::new(0),
                 no_caps: Mutex::new(HashMap::new()),
                 notifier,
+                largest_write_bytes: AtomicU64::new(0),
+                largest_read_bytes: AtomicU64::new(0),
             }),
         }
     }
@@ -306,33 +363,36 @@ impl RdfsFs {
 }
 
 impl Shared {
-    /// Kernel attributes for `a`, the size raised to what is buffered, remembered for open.
+    /// Kernel attributes for `a`, with what is buffered, remembered for open.
     fn attr(&self, a: &rdfs_client::FileAttr) -> fuser::FileAttr {
-        let dirty = self
-            .inodes
-            .lock()
-            .get(&a.inode)
-            .map(|(io, _)| io.dirty_end.load(Ordering::Acquire))
-            .unwrap_or(0);
+        let dirty = self.dirty(a.inode);
         self.attr_with_dirty(a, dirty)
     }
 
-    fn attr_with_dirty(&self, a: &rdfs_client::FileAttr, dirty: u64) -> fuser::FileAttr {
-        let size = a.size.max(dirty);
+    /// Kernel attributes for `a`: the size raised to the buffered end, mtime/ctime moved to
+    /// the latest buffered write; remembered so `open` can tell whether the file changed.
+    fn attr_with_dirty(&self, a: &rdfs_client::FileAttr, dirty: Dirty) -> fuser::FileAttr {
+        let mut a = a.clone();
+        a.size = a.size.max(dirty.end);
+        if dirty.mtime_ns > a.mtime_ns {
+            a.mtime_ns = dirty.mtime_ns;
+            a.ctime_ns = a.ctime_ns.max(dirty.mtime_ns);
+        }
         let mut known = self.known.lock();
         if known.len() >= KNOWN_ATTR_ENTRIES {
             known.clear();
         }
-        known.insert(a.inode, (size, a.mtime_ns));
-        to_fuse(a, size)
+        known.insert(a.inode, (a.size, a.mtime_ns));
+        to_fuse(&a, a.size)
     }
 
-    fn dirty_end(&self, ino: u64) -> u64 {
+    /// What `ino` has buffered or in flight (zeros when nothing).
+    fn dirty(&self, ino: u64) -> Dirty {
         self.inodes
             .lock()
             .get(&ino)
-            .map(|(io, _)| io.dirty_end.load(Ordering::Acquire))
-            .unwrap_or(0)
+            .map(|(io, _)| io.dirty())
+            .unwrap_or_default()
     }
 
     fn inode_io(&self, ino: u64) -> Option<Arc<InodeIo>> {
@@ -347,6 +407,7 @@ impl Shared {
                 Arc::new(InodeIo {
                     ino,
                     dirty_end: AtomicU64::new(0),
+                    dirty_mtime_ns: AtomicI64::new(0),
                     generation: AtomicU64::new(0),
                     state: tokio::sync::Mutex::new(IoState::default()),
                 }),
@@ -373,11 +434,7 @@ impl Shared {
             return;
         }
         let end = start + len;
-        for index in start / chunk..=(end - 1) / chunk {
-            st.unsynced
-                .entry(index)
-                .or_insert_with(|| start.max(index * chunk));
-        }
+        st.unsynced.extend(start / chunk..=(end - 1) / chunk);
     }
 
     /// Waits for the in-flight flush of `io` and returns a pending background error.
@@ -408,12 +465,17 @@ impl Shared {
             self.buffered.fetch_sub(data.len() as u64, Ordering::AcqRel);
             if settled.is_ok() {
                 let len = data.len() as u64;
-                if let Err(e) = self.client.write_at(io.ino, start, &data, sync).await {
+                let mtime = io.publish_mtime();
+                let res = self
+                    .client
+                    .write_at_mtime(io.ino, start, &data, sync, mtime)
+                    .await;
+                if let Err(e) = res {
                     tracing::warn!(
                         inode = io.ino,
                         "write of {len} bytes at {start} failed: {e}"
                     );
-                    io.dirty_end.store(0, Ordering::Release);
+                    io.clear_dirty();
                     return Err(errno_of(&e));
                 }
                 if !sync {
@@ -421,33 +483,24 @@ impl Shared {
                 }
             }
         }
-        io.dirty_end.store(0, Ordering::Release);
+        io.clear_dirty();
         settled
     }
 
-    /// `fsync`: flush with `sync`, then make earlier unsynced flushes durable by rewriting one
-    /// byte of each chunk they touched with `sync` (a synced write fsyncs the chunk file on
-    /// every replica).
+    /// `fsync`: flush with `sync`, then make the chunks earlier flushes wrote without `sync`
+    /// durable (an empty synced write per chunk: no bytes rewritten, mtime unchanged).
     async fn fsync_locked(&self, io: &InodeIo, st: &mut IoState) -> Res<()> {
         let chunk = self.client.chunk_size().max(1);
         let covered = st.buf.start() / chunk..=st.buf.end().saturating_sub(1) / chunk;
         let had_buffer = !st.buf.is_empty();
         self.flush_locked(io, st, true).await?;
         let pending = std::mem::take(&mut st.unsynced);
-        for (index, offset) in pending {
+        for index in pending {
             if had_buffer && covered.contains(&index) {
                 continue;
             }
-            let byte = self
-                .client
-                .read_at(io.ino, offset, 1)
-                .await
-                .map_err(|e| errno_of(&e))?;
-            if byte.is_empty() {
-                continue; // truncated since: nothing left to make durable there
-            }
             self.client
-                .write_at(io.ino, offset, &byte, true)
+                .sync_chunk(io.ino, index)
                 .await
                 .map_err(|e| errno_of(&e))?;
         }
@@ -473,7 +526,7 @@ impl Shared {
         }
         io.generation.fetch_add(1, Ordering::AcqRel);
         self.buffered.fetch_add(data.len() as u64, Ordering::AcqRel);
-        io.dirty_end.fetch_max(end, Ordering::AcqRel);
+        io.note_write(end);
         Some(written)
     }
 
@@ -504,10 +557,12 @@ impl Shared {
                 self.note_unsynced(&mut st, start, bytes.len() as u64);
                 let client = self.client.clone();
                 let ino = io.ino;
-                st.inflight = Some(
-                    self.rt
-                        .spawn(async move { client.write_at(ino, start, &bytes, false).await }),
-                );
+                let mtime = io.publish_mtime();
+                st.inflight = Some(self.rt.spawn(async move {
+                    client
+                        .write_at_mtime(ino, start, &bytes, false, mtime)
+                        .await
+                }));
             }
             let still_over =
                 self.buffered.load(Ordering::Acquire) + len as u64 > self.cfg.max_buffered_bytes;
@@ -520,13 +575,13 @@ impl Shared {
                     .map_err(|e| errno_of(&e))?;
                 self.note_unsynced(&mut st, offset, len as u64);
                 if st.buf.is_empty() {
-                    io.dirty_end.store(0, Ordering::Release);
+                    io.clear_dirty();
                 }
                 return Ok(written);
             }
         }
         self.buffered.fetch_add(len as u64, Ordering::AcqRel);
-        io.dirty_end.fetch_max(end, Ordering::AcqRel);
+        io.note_write(end);
         Ok(written)
     }
 
@@ -693,7 +748,11 @@ impl Filesystem for RdfsFs {
     }
 
     fn destroy(&mut self) {
-        tracing::info!("FUSE session ended");
+        tracing::info!(
+            "FUSE session ended; largest write request {} bytes, largest read request {} bytes",
+            self.sh.largest_write_bytes.load(Ordering::Relaxed),
+            self.sh.largest_read_bytes.load(Ordering::Relaxed)
+        );
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
@@ -717,10 +776,10 @@ impl Filesystem for RdfsFs {
         let sh = self.sh.clone();
         self.spawn(async move {
             // Read the buffered end first: a flush finishing meanwhile is then in the size.
-            let dirty = sh.dirty_end(ino.0);
+            let dirty = sh.dirty(ino.0);
             match sh.client.getattr(ino.0).await {
                 Ok(a) => reply.attr(&sh.cfg.attr_ttl, &sh.attr_with_dirty(&a, dirty)),
-                Err(e) => reply.error(fuse_errno(&e)),
+                Err(e) => reply.error(errno(stale_if_gone(&e))),
             }
         });
     }
@@ -762,21 +821,26 @@ impl Filesystem for RdfsFs {
         let sh = self.sh.clone();
         self.spawn(async move {
             let io = sh.inode_io(ino.0);
-            let result = match (&io, size) {
-                (Some(io), Some(new_size)) => {
-                    // Buffered bytes must land before the size changes, and no write may
-                    // slip in between: hold the inode's write state throughout.
+            let result = match &io {
+                Some(io) => {
+                    // Buffered bytes land before any attribute changes: before a size change
+                    // (no write may slip in between, so the state is held throughout), and
+                    // before explicit times, which a later flush would otherwise overwrite
+                    // (`cp -a` sets times on the descriptor before closing it).
                     let mut st = io.state.lock().await;
                     match sh.flush_locked(io, &mut st, false).await {
                         Err(e) => Err(e),
                         Ok(()) => {
-                            io.generation.fetch_add(1, Ordering::AcqRel);
-                            st.unsynced.retain(|_, off| *off < new_size);
+                            if let Some(new_size) = size {
+                                io.generation.fetch_add(1, Ordering::AcqRel);
+                                let chunk = sh.client.chunk_size().max(1);
+                                st.unsynced.retain(|index| index * chunk < new_size);
+                            }
                             client.setattr(ino.0, set).await.map_err(|e| errno_of(&e))
                         }
                     }
                 }
-                _ => client.setattr(ino.0, set).await.map_err(|e| errno_of(&e)),
+                None => client.setattr(ino.0, set).await.map_err(|e| errno_of(&e)),
             };
             match result {
                 Ok(a) => reply.attr(&sh.cfg.attr_ttl, &sh.attr(&a)),
@@ -943,6 +1007,9 @@ impl Filesystem for RdfsFs {
         let Some(file) = self.file(fh) else {
             return reply.error(Errno::EBADF);
         };
+        self.sh
+            .largest_read_bytes
+            .fetch_max(u64::from(size), Ordering::Relaxed);
         let sh = self.sh.clone();
         self.spawn(async move {
             match sh.read(&file, offset, size).await {
@@ -967,6 +1034,9 @@ impl Filesystem for RdfsFs {
         let Some(file) = self.file(fh) else {
             return reply.error(Errno::EBADF);
         };
+        self.sh
+            .largest_write_bytes
+            .fetch_max(data.len() as u64, Ordering::Relaxed);
         // Fast path, on the session thread: a write that fits the buffer needs no I/O, and
         // skipping the hand-off to a worker thread is most of the cost of a small write.
         if let Some(n) = self.sh.try_buffer(&file, offset, data) {
@@ -1434,13 +1504,16 @@ impl Shared {
     async fn open_handle(&self, client: &Client, ino: u64, writable: bool) -> Res<(u64, bool)> {
         // Chunk locations cached before this open may carry an old size: forget them.
         self.client.invalidate(ino);
-        let dirty = self.dirty_end(ino);
-        let fresh = self.client.getattr(ino).await.map_err(|e| errno_of(&e))?;
-        let now = (fresh.size.max(dirty), fresh.mtime_ns);
+        let dirty = self.dirty(ino);
+        let fresh = self
+            .client
+            .getattr(ino)
+            .await
+            .map_err(|e| stale_if_gone(&e))?;
         let known = self.known.lock().get(&ino).copied();
-        let keep = known == Some(now);
+        let shown = self.attr_with_dirty(&fresh, dirty);
+        let keep = known == Some((shown.size, ns_of(shown.mtime)));
         if !keep {
-            self.attr_with_dirty(&fresh, dirty);
             if let Some(n) = self.notifier.get() {
                 // Attributes only (offset < 0): pages are dropped because KEEP_CACHE is off.
                 if let Err(e) = n.inval_inode(INodeNo(ino), -1, 0) {

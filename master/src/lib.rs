@@ -156,12 +156,23 @@ async fn serve(
     })
     .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+    // `Server::tcp_nodelay` only applies to listeners tonic binds itself: set it on each
+    // accepted socket, or Nagle holds back the tail of a reply until the client's delayed
+    // ACK (40 ms on Linux), which made about one metadata call in three take 40+ ms.
+    let incoming = tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        |accepted| {
+            if let Ok(stream) = &accepted {
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!(error = %e, "could not set TCP_NODELAY");
+                }
+            }
+            accepted
+        },
+    );
     tonic::transport::Server::builder()
         .add_service(svc)
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown.cancelled_owned(),
-        )
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await
         .map_err(|e| MasterError::Transport(e.to_string()))
 }

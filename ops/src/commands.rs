@@ -141,10 +141,12 @@ pub async fn cat(client: &Client, args: CatArgs) -> anyhow::Result<()> {
     let mut failed = false;
     for arg in &args.paths {
         let path = dfs_path(arg);
-        let res = client
-            .get_stream(&path, tokio::io::stdout(), |_| {})
-            .await
-            .with_context(|| path.clone());
+        let res = match crate::transfer::stdout_file() {
+            Ok(out) => crate::transfer::copy_out(client, &path, out, |_| {})
+                .await
+                .with_context(|| path.clone()),
+            Err(e) => Err(e),
+        };
         if let Err(e) = res {
             report(&e);
             failed = true;

@@ -4,15 +4,18 @@
 //! Invariant: no byte leaves this server before the CRC of its block has been checked; a
 //! mismatch quarantines the replica and triggers an immediate report to the master.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use rdfs_proto::dataplane::{DataConn, FrameError, Msg, ReadRequest, ReplicateRequest};
+use rdfs_proto::ids::ChunkId;
 use rdfs_proto::limits::PACKET_BYTES;
 use rdfs_proto::ErrorCode;
+use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::node::{Node, ReqError};
-use crate::store::StoreError;
+use crate::store::{ReplicaReader, StoreError};
 
 pub(super) async fn handle_read(
     node: &Arc<Node>,
@@ -26,30 +29,49 @@ pub(super) async fn handle_read(
             Ok(range) => range,
             Err(e) => return conn.send(&Msg::error(e.code, e.message), &[]).await,
         };
+        let id = req.chunk_id;
+        let opened = node
+            .blocking(move |s| s.open_reader(id, start, end - start))
+            .await;
+        let reader = match opened {
+            Ok(reader) => reader,
+            Err(e) => return conn.send(&error_msg(e.into()), &[]).await,
+        };
         // The first packet is verified before `ReadOk`, so a small read fails cleanly.
-        let first = match read_packet(node, &req, start, end).await {
-            Ok(bytes) => bytes,
-            Err(e) => return conn.send(&Msg::error(e.code, e.message), &[]).await,
+        let first = spawn_packet(node, reader, Vec::new(), start, end);
+        let mut packet = match finish_packet(node, id, first).await {
+            Ok(packet) => packet,
+            Err(e) => return conn.send(&error_msg(e), &[]).await,
         };
         conn.write(&Msg::ReadOk { len: end - start }, &[]).await?;
         let mut pos = start;
-        let mut packet = first;
-        while !packet.is_empty() {
-            pos += packet.len() as u64;
-            conn.send(&Msg::Data { last: pos == end }, &packet).await?;
-            if pos == end {
-                break;
+        let mut spare = Vec::new();
+        while let Some(reader) = packet.reader.take() {
+            if packet.range.is_empty() {
+                break; // nothing held in the range: `ReadOk{0}` said it all
             }
-            packet = match read_packet(node, &req, pos, end).await {
-                Ok(bytes) => bytes,
+            pos += packet.range.len() as u64;
+            // Read (and verify) the next packet on a blocking thread while this one is
+            // sent: the disk and the network work at the same time.
+            let next = (pos < end).then(|| spawn_packet(node, reader, spare, pos, end));
+            let bytes = &packet.buf[packet.range.clone()];
+            conn.send(&Msg::Data { last: pos == end }, bytes).await?;
+            let Some(next) = next else { break };
+            spare = std::mem::take(&mut packet.buf);
+            packet = match finish_packet(node, id, next).await {
+                Ok(p) => p,
                 // Mid-stream: the error frame ends the conversation.
-                Err(e) => return conn.send(&Msg::error(e.code, e.message), &[]).await,
+                Err(e) => return conn.send(&error_msg(e), &[]).await,
             };
         }
         conn.flush().await
     }
     .instrument(span)
     .await
+}
+
+fn error_msg(e: ReqError) -> Msg {
+    Msg::error(e.code, e.message)
 }
 
 /// Checks the version and clips the range to the bytes this replica holds.
@@ -71,34 +93,71 @@ fn read_range(node: &Node, req: &ReadRequest) -> Result<(u64, u64), ReqError> {
     Ok((req.offset.min(end), end))
 }
 
-/// Reads and verifies the next packet of `[pos, end)`; a CRC failure is reported.
-async fn read_packet(
+/// One verified packet: `buf[range]` holds its bytes; the reader travels with it to the
+/// next packet's read (None once the range is done).
+struct Packet {
+    reader: Option<ReplicaReader>,
+    buf: Vec<u8>,
+    range: Range<usize>,
+}
+
+/// What a blocking packet read hands back: the reader, and the buffer with the range of it
+/// holding the bytes.
+type PacketRead = (ReplicaReader, Result<(Vec<u8>, Range<usize>), StoreError>);
+
+/// A packet being read on a blocking thread, and how many bytes it must have.
+struct PacketTask {
+    want: usize,
+    task: JoinHandle<PacketRead>,
+}
+
+/// Starts reading the packet at `pos` of `[pos, end)` into `buf` (reused: no zeroing) on a
+/// blocking thread right away, not when first polled, so it overlaps the caller's send.
+fn spawn_packet(
     node: &Arc<Node>,
-    req: &ReadRequest,
+    mut reader: ReplicaReader,
+    mut buf: Vec<u8>,
     pos: u64,
     end: u64,
-) -> Result<Vec<u8>, ReqError> {
-    let id = req.chunk_id;
+) -> PacketTask {
+    let store = node.store.clone();
+    // `n` ≤ PACKET_BYTES, so it fits in usize.
     let n = (end - pos).min(PACKET_BYTES as u64);
-    if n == 0 {
-        return Ok(Vec::new());
+    let task = tokio::task::spawn_blocking(move || {
+        let res = store
+            .read_with(&mut reader, pos, n, &mut buf)
+            .map(|range| (buf, range));
+        (reader, res)
+    });
+    PacketTask {
+        want: n as usize,
+        task,
     }
-    let bytes = node
-        .blocking(move |s| s.read(id, pos, n))
+}
+
+/// Waits for a packet read. A CRC failure is reported; a short packet (the replica shrank
+/// under us: deleted or replaced) is refused rather than sent as a short stream.
+async fn finish_packet(node: &Arc<Node>, id: ChunkId, p: PacketTask) -> Result<Packet, ReqError> {
+    let (reader, res) = p
+        .task
         .await
-        .inspect_err(|e| {
-            if matches!(e, StoreError::ChecksumMismatch { .. }) {
-                node.report_bad(id);
-            }
-        })?;
-    if bytes.len() as u64 != n {
-        // The replica shrank under us (deleted or replaced): do not send a short stream.
+        .map_err(|e| ReqError::from(StoreError::Task(e.to_string())))?;
+    let (buf, range) = res.inspect_err(|e| {
+        if matches!(e, StoreError::ChecksumMismatch { .. }) {
+            node.report_bad(id);
+        }
+    })?;
+    if range.len() != p.want {
         return Err(ReqError::new(
             ErrorCode::NoSuchChunk,
             format!("chunk {id}: replica changed during read"),
         ));
     }
-    Ok(bytes)
+    Ok(Packet {
+        reader: Some(reader),
+        buf,
+        range,
+    })
 }
 
 pub(super) async fn handle_replicate(

@@ -33,6 +33,7 @@ use rdfs_proto::ids::{ChunkId, ChunkVersion, LeaseSerial};
 use rdfs_proto::limits::{BLOCK_SIZE, DEFAULT_CHUNK_SIZE};
 
 pub use error::StoreError;
+pub use io::ReplicaReader;
 pub use meta::{blocks_for, ChunkMeta, META_FORMAT_VERSION, META_MAGIC};
 
 /// Sub-directory of the data directory holding the chunk fan-out.
@@ -69,6 +70,9 @@ struct Replica {
     quarantined: bool,
     /// Deleted while someone still held this handle: every operation fails.
     deleted: bool,
+    /// Bumped when an installed copy replaces the data file, so a [`ReplicaReader`] that
+    /// opened the old file knows to reopen instead of checking new CRCs against old bytes.
+    file_generation: u64,
 }
 
 impl Replica {
@@ -228,6 +232,7 @@ impl ChunkStore {
             meta,
             quarantined: false,
             deleted: false,
+            file_generation: 0,
         };
         self.replicas
             .lock()

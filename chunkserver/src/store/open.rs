@@ -88,6 +88,7 @@ impl ChunkStore {
             meta,
             quarantined,
             deleted: false,
+            file_generation: 0,
         };
         self.replicas
             .lock()

@@ -105,8 +105,9 @@ impl Drop for Proc {
     }
 }
 
+/// Fields drop in order: the servers are killed before their data directory is removed
+/// (a running chunkserver would recreate files under a removal in progress).
 pub struct ProcCluster {
-    pub dir: tempfile::TempDir,
     pub master: Proc,
     pub chunkservers: Vec<Proc>,
     /// The master's dashboard address (HOST:PORT).
@@ -115,6 +116,7 @@ pub struct ProcCluster {
     pub master_args: Vec<String>,
     /// `--capacity` of new chunkservers.
     pub chunkserver_capacity: Option<u64>,
+    pub dir: tempfile::TempDir,
 }
 
 impl ProcCluster {

@@ -84,6 +84,41 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
 
 /// Reads one frame. A clean EOF before the first byte is `FrameError::Closed`.
 pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Frame, FrameError> {
+    let (msg, payload_len, payload_crc) = read_head(r).await?;
+    let mut payload = BytesMut::zeroed(payload_len);
+    r.read_exact(&mut payload).await?;
+    if crc32fast::hash(&payload) != payload_crc {
+        return Err(FrameError::PayloadChecksum);
+    }
+    Ok(Frame {
+        msg,
+        payload: payload.freeze(),
+    })
+}
+
+/// Reads one frame whose payload goes straight into the front of `dst` (no intermediate
+/// buffer: bulk reads land where the caller wants them). Returns the message and the
+/// payload length. A payload longer than `dst` is `PayloadTooLarge`, refused before any
+/// payload byte is read (the connection is unusable afterwards).
+pub async fn read_frame_into<R: AsyncRead + Unpin>(
+    r: &mut R,
+    dst: &mut [u8],
+) -> Result<(Msg, usize), FrameError> {
+    let (msg, payload_len, payload_crc) = read_head(r).await?;
+    if payload_len > dst.len() {
+        return Err(FrameError::PayloadTooLarge(payload_len));
+    }
+    let payload = &mut dst[..payload_len];
+    r.read_exact(payload).await?;
+    if crc32fast::hash(payload) != payload_crc {
+        return Err(FrameError::PayloadChecksum);
+    }
+    Ok((msg, payload_len))
+}
+
+/// Reads and checks a frame's prefix and header; returns the message, the payload length
+/// (within the limit) and the payload's expected CRC.
+async fn read_head<R: AsyncRead + Unpin>(r: &mut R) -> Result<(Msg, usize, u32), FrameError> {
     let mut prefix = [0u8; FRAME_PREFIX_BYTES];
     let n = r.read(&mut prefix).await?;
     if n == 0 {
@@ -112,15 +147,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Frame, FrameE
     let msg: Msg = header_codec()
         .deserialize(&header)
         .map_err(|e| FrameError::Decode(e.to_string()))?;
-    let mut payload = BytesMut::zeroed(payload_len);
-    r.read_exact(&mut payload).await?;
-    if crc32fast::hash(&payload) != word(16) {
-        return Err(FrameError::PayloadChecksum);
-    }
-    Ok(Frame {
-        msg,
-        payload: payload.freeze(),
-    })
+    Ok((msg, payload_len, word(16)))
 }
 
 #[cfg(test)]
@@ -187,6 +214,33 @@ mod tests {
                 assert!(res.is_err(), "flip at byte {i} bit {bit} went unnoticed");
             }
         }
+    }
+
+    #[tokio::test]
+    async fn frames_read_into_a_buffer_match_read_frame_and_refuse_overflow() {
+        let buf = encode(&sample(), b"hello").await;
+        let mut dst = [0u8; 8];
+        let (msg, n) = read_frame_into(&mut buf.as_slice(), &mut dst)
+            .await
+            .unwrap();
+        assert_eq!((msg, n), (sample(), 5));
+        assert_eq!(&dst[..5], b"hello");
+        let mut small = [0u8; 4];
+        assert!(matches!(
+            read_frame_into(&mut buf.as_slice(), &mut small).await,
+            Err(FrameError::PayloadTooLarge(5))
+        ));
+        for cut in 1..buf.len() {
+            let res = read_frame_into(&mut &buf[..cut], &mut dst).await;
+            assert!(res.is_err(), "cut at {cut}");
+        }
+        let mut bad = buf.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert!(matches!(
+            read_frame_into(&mut bad.as_slice(), &mut dst).await,
+            Err(FrameError::PayloadChecksum)
+        ));
     }
 
     #[tokio::test]

@@ -7,7 +7,7 @@ use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
-use super::codec::{read_frame, write_frame, Frame, FrameError};
+use super::codec::{read_frame, read_frame_into, write_frame, Frame, FrameError};
 use super::frame::Msg;
 use crate::limits::{DATAPLANE_CONNECT_TIMEOUT_MS, DATAPLANE_IO_TIMEOUT_MS};
 
@@ -82,6 +82,14 @@ impl DataConn {
     /// Reads one frame within the I/O deadline.
     pub async fn recv(&mut self) -> Result<Frame, FrameError> {
         tokio::time::timeout(self.io_timeout, read_frame(&mut self.reader))
+            .await
+            .map_err(|_| self.timed_out("read"))?
+    }
+
+    /// Reads one frame within the I/O deadline, its payload into the front of `dst`;
+    /// returns the message and the payload length (see [`read_frame_into`]).
+    pub async fn recv_into(&mut self, dst: &mut [u8]) -> Result<(Msg, usize), FrameError> {
+        tokio::time::timeout(self.io_timeout, read_frame_into(&mut self.reader, dst))
             .await
             .map_err(|_| self.timed_out("read"))?
     }

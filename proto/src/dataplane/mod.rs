@@ -21,6 +21,8 @@ pub mod codec;
 pub mod conn;
 pub mod frame;
 
-pub use codec::{read_frame, write_frame, Frame, FrameError, FRAME_MAGIC, FRAME_PREFIX_BYTES};
+pub use codec::{
+    read_frame, read_frame_into, write_frame, Frame, FrameError, FRAME_MAGIC, FRAME_PREFIX_BYTES,
+};
 pub use conn::DataConn;
 pub use frame::*;
