@@ -3,8 +3,14 @@
 //! drift, ratios are what we compare).
 //!
 //! Usage: `cargo build --release --workspace && target/release/rdfs-bench [--size-mib N]
-//! [--dir DIR]`. It runs real `dfs master` / `dfs chunkserver` processes (the `dfs` binary
-//! next to this one) with 3 chunkservers and replication 3 on loopback.
+//! [--dir DIR] [--record-bytes B] [--append-secs S]`. It runs real `dfs master` /
+//! `dfs chunkserver` processes (the `dfs` binary next to this one) with 4 chunkservers and
+//! replication 3 on loopback.
+//!
+//! Record append: 1, 4 and 16 concurrent producers (separate clients) append `B`-byte
+//! records to one file for `S` seconds each, acknowledged after every replica fsynced (the
+//! durability of `dfs put`, printed next to it) and, for comparison, after every replica has
+//! them in memory.
 //!
 //! Durability measured: the local write ends with fsync; `dfs put` exits 0 only after every
 //! replica fsynced (the same durability). Caches are dropped before each read when the
@@ -16,6 +22,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+
+mod append;
 
 const BLOCK_BYTES: usize = 1 << 20;
 /// Four chunkservers with replication 3, so one can die and be re-replicated away.
@@ -172,17 +180,75 @@ fn rereplication(dfs: &Path, maddr: &str, servers: &mut [Server]) -> anyhow::Res
     Ok(())
 }
 
+/// Record-append throughput for 1, 4 and 16 producers, printed next to `dfs put`.
+fn append_table(
+    maddr: &str,
+    put_mib_s: f64,
+    record_bytes: usize,
+    duration: Duration,
+) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    println!();
+    println!(
+        "record append: {record_bytes}-byte records to one file, {}s per row, 3 replicas",
+        duration.as_secs()
+    );
+    println!(
+        "{:<34} {:>10} {:>10} {:>8}",
+        "measure", "records/s", "MiB/s", "vs put"
+    );
+    println!(
+        "{:<34} {:>10} {:>10.1} {:>8}",
+        "dfs put (3 replicas, fsynced)", "-", put_mib_s, "1.00"
+    );
+    for sync in [true, false] {
+        for producers in [1usize, 4, 16] {
+            let path = format!("/append-{producers}-{}", if sync { "sync" } else { "mem" });
+            let r = rt.block_on(append::run(
+                maddr,
+                &path,
+                producers,
+                record_bytes,
+                duration,
+                sync,
+            ))?;
+            let what = format!(
+                "append x{} ({})",
+                r.producers,
+                if r.sync { "fsynced" } else { "in memory" }
+            );
+            println!(
+                "{:<34} {:>10.0} {:>10.1} {:>8.2}",
+                what,
+                r.records_per_s(),
+                r.mib_per_s(),
+                r.mib_per_s() / put_mib_s
+            );
+        }
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let mut size_mib = 1024u64;
     let mut dir = PathBuf::from("target/bench-tmp");
+    let mut record_bytes = 4096usize;
+    let mut append_secs = 10u64;
     let mut i = 1;
     while i < args.len() {
         match args[i].as_str() {
             "--size-mib" => size_mib = args.get(i + 1).context("--size-mib N")?.parse()?,
             "--dir" => dir = PathBuf::from(args.get(i + 1).context("--dir DIR")?),
+            "--record-bytes" => {
+                record_bytes = args.get(i + 1).context("--record-bytes B")?.parse()?
+            }
+            "--append-secs" => append_secs = args.get(i + 1).context("--append-secs S")?.parse()?,
             other => {
-                bail!("unknown argument {other}; usage: rdfs-bench [--size-mib N] [--dir DIR]")
+                bail!("unknown argument {other}; usage: rdfs-bench [--size-mib N] [--dir DIR] [--record-bytes B] [--append-secs S]")
             }
         }
         i += 2;
@@ -308,6 +374,13 @@ fn main() -> anyhow::Result<()> {
     );
     println!();
     println!("targets: put >= 0.20x local write, get >= 0.60x local read");
+
+    append_table(
+        &maddr,
+        put_r,
+        record_bytes,
+        Duration::from_secs(append_secs),
+    )?;
 
     rereplication(&dfs, &maddr, &mut servers)?;
     drop(servers);

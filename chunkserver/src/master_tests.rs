@@ -142,6 +142,12 @@ impl Master for FakeMaster {
     ) -> Rpc<pb::PrepareWriteResponse> {
         unimplemented()
     }
+    async fn prepare_append(
+        &self,
+        _: Request<pb::PrepareAppendRequest>,
+    ) -> Rpc<pb::PrepareAppendResponse> {
+        unimplemented()
+    }
     async fn commit_write(
         &self,
         _: Request<pb::CommitWriteRequest>,

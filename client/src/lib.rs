@@ -11,18 +11,23 @@
 //! read-ahead so the network and the local disk work at the same time. [`inode`] is the
 //! inode-based POSIX surface FUSE uses (lookups, creates, links, setattr, xattrs, open
 //! handles with a renewed session), made as the [`Caller`] set by [`Client::with_caller`].
+//! [`append`] is record append ([`Appender`]: the primary chooses offsets, retries never
+//! append a record twice to one chunk) and [`records`] reads such files back
+//! ([`RecordReader`]: padding and torn regions skipped, duplicates dropped by record id).
 //!
 //! Deadlines: every metadata call and every `read_at`/`write_at` must finish within
 //! [`ClientConfig::timeout`]. Streaming transfers (`put_stream`/`get_stream`) apply the
 //! deadline to each piece, so a large transfer fails only when it stops making progress.
 
 mod admin;
+mod append;
 mod error;
 mod inode;
 mod master;
 mod pool;
 pub mod ranges;
 mod read;
+mod records;
 mod stream;
 mod write;
 
@@ -36,12 +41,15 @@ use rdfs_proto::limits::DEFAULT_CLIENT_TIMEOUT_MS;
 use rdfs_proto::{pb, ErrorCode};
 use tokio::time::Instant;
 
+pub use append::Appender;
 pub use error::{ClientError, Result};
 pub use inode::{Caller, NewNode, SetAttr, StatFs, MAX_XATTR_VALUE_BYTES, SET_TIME_NOW};
 pub use rdfs_proto::pb::{
     ClusterStatusResponse, DirEntry, FileAttr, FileType, FsckResponse, GetChunksResponse,
 };
+pub use rdfs_proto::record::RecordId;
 pub use read::MAX_READ_AT_BYTES;
+pub use records::{Record, RecordReader, READ_WINDOW_BYTES};
 pub use stream::{PieceReader, GET_PIECE_BYTES, PUT_PIECE_BYTES};
 
 use master::Masters;

@@ -23,12 +23,12 @@ const MAX_WRITE_ATTEMPTS: u32 = 6;
 const EARLY_REPLY_WAIT: Duration = Duration::from_secs(1);
 
 /// Why pushing a piece to a chain failed, and what to tell the master.
-struct WriteFailure {
-    error: ClientError,
+pub(crate) struct WriteFailure {
+    pub(crate) error: ClientError,
     /// Chain members to report in `failed_replicas` on the next `PrepareWrite`.
-    failed: Vec<String>,
+    pub(crate) failed: Vec<String>,
     /// False when a new grant cannot help (bad request, permission).
-    retry: bool,
+    pub(crate) retry: bool,
 }
 
 impl Client {
@@ -229,21 +229,30 @@ impl Client {
         sync: bool,
         deadline: Instant,
     ) -> std::result::Result<WriteAck, WriteFailure> {
-        let primary = grant.chain[0].as_str();
         let req = Msg::Write(WriteRequest {
-            fence: Fence {
-                chunk_id: ChunkId(grant.chunk_id),
-                version: ChunkVersion(grant.version),
-                epoch: Epoch(grant.epoch),
-                lease_serial: LeaseSerial(grant.lease_serial),
-                token: grant.token.clone(),
-            },
+            fence: fence_of(grant),
             offset,
             len: data.len() as u64,
             downstream: grant.chain[1..].to_vec(),
             sync,
             serial: 0,
         });
+        match self.push_to_chain(grant, &req, data, deadline).await? {
+            Msg::WriteOk(ack) => Ok(ack),
+            other => Err(WriteFailure::protocol(grant, &other)),
+        }
+    }
+
+    /// One mutation conversation with the chain's primary: `req` plus `data` as `Data`
+    /// packets, then the primary's reply (anything but `Error`).
+    pub(crate) async fn push_to_chain(
+        &self,
+        grant: &pb::PrepareWriteResponse,
+        req: &Msg,
+        data: &[u8],
+        deadline: Instant,
+    ) -> std::result::Result<Msg, WriteFailure> {
+        let primary = grant.chain[0].as_str();
         let unreachable = |e: PeerError| WriteFailure {
             error: e.into_client(primary, grant.chunk_id),
             failed: vec![primary.to_string()],
@@ -256,7 +265,7 @@ impl Client {
             .await
             .map_err(|e| unreachable(e.into()))?;
         let mut conn = checkout.conn;
-        let mut res = write_on(&mut conn, &req, data).await;
+        let mut res = write_on(&mut conn, req, data).await;
         if checkout.reused && matches!(res, Err(PeerError::Frame(_))) {
             // A pooled connection the server closed while idle says nothing about the server.
             conn = self
@@ -265,12 +274,12 @@ impl Client {
                 .fresh(primary, deadline)
                 .await
                 .map_err(|e| unreachable(e.into()))?;
-            res = write_on(&mut conn, &req, data).await;
+            res = write_on(&mut conn, req, data).await;
         }
         match res {
-            Ok(ack) => {
+            Ok(reply) => {
                 self.inner.pool.put(conn);
-                Ok(ack)
+                Ok(reply)
             }
             Err(PeerError::Remote { code, message }) => {
                 let (failed, retry) = blame(code, &message, &grant.chain);
@@ -288,12 +297,39 @@ impl Client {
     }
 }
 
-/// One `Write` conversation: header, the bytes as `Data` packets, one flush, then the ack.
+/// The fence of a grant, as every data-plane mutation carries it.
+pub(crate) fn fence_of(grant: &pb::PrepareWriteResponse) -> Fence {
+    Fence {
+        chunk_id: ChunkId(grant.chunk_id),
+        version: ChunkVersion(grant.version),
+        epoch: Epoch(grant.epoch),
+        lease_serial: LeaseSerial(grant.lease_serial),
+        token: grant.token.clone(),
+    }
+}
+
+impl WriteFailure {
+    /// The primary answered with a message the conversation does not allow.
+    pub(crate) fn protocol(grant: &pb::PrepareWriteResponse, reply: &Msg) -> WriteFailure {
+        let primary = grant.chain.first().map(String::as_str).unwrap_or("?");
+        WriteFailure {
+            error: ClientError::Protocol(format!(
+                "chunkserver {primary}: unexpected {} reply for chunk {}",
+                reply.kind(),
+                grant.chunk_id
+            )),
+            failed: Vec::new(),
+            retry: true,
+        }
+    }
+}
+
+/// One mutation conversation: header, the bytes as `Data` packets, one flush, then the reply.
 async fn write_on(
     conn: &mut DataConn,
     req: &Msg,
     data: &[u8],
-) -> std::result::Result<WriteAck, PeerError> {
+) -> std::result::Result<Msg, PeerError> {
     let sent = async {
         conn.write(req, &[]).await?;
         let packets = data.len().div_ceil(PACKET_BYTES);
@@ -315,12 +351,8 @@ async fn write_on(
     }
     let reply = conn.recv().await?;
     match reply.msg {
-        Msg::WriteOk(ack) => Ok(ack),
         Msg::Error { code, message } => Err(PeerError::Remote { code, message }),
-        other => Err(PeerError::Protocol(format!(
-            "unexpected {} in reply to write",
-            other.kind()
-        ))),
+        other => Ok(other),
     }
 }
 

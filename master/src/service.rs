@@ -348,15 +348,24 @@ impl Master {
         } else {
             r.first_index.saturating_add(r.count - 1)
         };
+        let now = Instant::now();
         let chunks = chunks
             .range(r.first_index..=last)
             .filter_map(|(index, id)| {
                 let v = st.ns.chunk(*id)?.version;
+                let primary = st
+                    .leases
+                    .active(*id, now)
+                    .and_then(|l| l.chain.first())
+                    .and_then(|s| st.cmap.addr(*s))
+                    .unwrap_or_default()
+                    .to_string();
                 Some(ChunkLocation {
                     index: *index,
                     chunk_id: id.0,
                     version: v.0,
                     replicas: st.replica_addrs(*id, v),
+                    primary,
                 })
             })
             .collect();
@@ -546,6 +555,29 @@ impl MasterRpc for MasterService {
         let resp = self
             .master
             .prepare_write(InodeId(r.inode), r.chunk_index, r.failed_replicas)
+            .await?;
+        Ok(Response::new(resp))
+    }
+    async fn prepare_append(
+        &self,
+        r: Request<PrepareAppendRequest>,
+    ) -> Result<Response<PrepareAppendResponse>, Status> {
+        let r = r.into_inner();
+        {
+            let cred = cred_of(&r.caller);
+            let st = self.master.state.lock();
+            st.ns
+                .check_data_access(InodeId(r.inode), &cred, W)
+                .map_err(|e| ns_status(&format!("inode {}", r.inode), e))?;
+        }
+        let resp = self
+            .master
+            .prepare_append(
+                InodeId(r.inode),
+                r.after_index,
+                r.retry_index,
+                r.failed_replicas,
+            )
             .await?;
         Ok(Response::new(resp))
     }

@@ -11,7 +11,7 @@ use futures::future::join_all;
 use rdfs_proto::dataplane::{DataConn, Msg, SetVersionRequest};
 use rdfs_proto::ids::{ChunkId, ChunkVersion, ChunkserverId, InodeId, LeaseSerial};
 use rdfs_proto::limits::MAX_FILE_SIZE;
-use rdfs_proto::pb::PrepareWriteResponse;
+use rdfs_proto::pb::{PrepareAppendResponse, PrepareWriteResponse};
 use rdfs_proto::ErrorCode;
 use tonic::Status;
 
@@ -91,7 +91,40 @@ impl State {
             && all_live
             && chain.len() == lease.chain.len()
             && !chain.iter().any(|a| failed.contains(a));
-        ok.then(|| ctx.response(chunk, version, chain, lease.serial))
+        let remaining = lease.expires.saturating_duration_since(Instant::now());
+        ok.then(|| ctx.response(chunk, version, chain, lease.serial, remaining))
+    }
+
+    /// The chunk index a record append goes to: the file's last chunk, or the one after
+    /// `after` when the client found that one full (allocated by whoever asks first, so
+    /// concurrent appenders converge on one new chunk), or `retry` when the client retries
+    /// a record on the chunk it first tried.
+    fn append_index(
+        &self,
+        inode: InodeId,
+        after: Option<u64>,
+        retry: Option<u64>,
+    ) -> Result<u64, Status> {
+        let ino = self
+            .ns
+            .file(inode)
+            .map_err(|e| e.code.status(format!("inode {inode}: {}", e.detail)))?;
+        let NodeKind::File { chunks, .. } = &ino.kind else {
+            return Err(ErrorCode::IsADirectory.status(format!("inode {inode}")));
+        };
+        if let Some(r) = retry.filter(|r| chunks.contains_key(r)) {
+            return Ok(r);
+        }
+        let last = chunks.keys().next_back().copied();
+        let index = match (last, after) {
+            (None, None) => 0,
+            (Some(l), None) => l,
+            (Some(l), Some(a)) if l > a => l,
+            (_, Some(a)) => a.checked_add(1).ok_or_else(|| {
+                ErrorCode::InvalidArgument.status(format!("inode {inode}: chunk index overflow"))
+            })?,
+        };
+        Ok(index)
     }
 
     fn plan_prepare(
@@ -214,6 +247,7 @@ impl GrantCtx {
         v: ChunkVersion,
         chain: Vec<String>,
         serial: LeaseSerial,
+        remaining: Duration,
     ) -> PrepareWriteResponse {
         PrepareWriteResponse {
             chunk_id: chunk.0,
@@ -223,6 +257,7 @@ impl GrantCtx {
             epoch: self.epoch,
             chunk_size: self.chunk_size,
             token: Vec::new(),
+            lease_remaining_ms: remaining.as_millis() as u64,
         }
     }
 }
@@ -277,38 +312,71 @@ impl Master {
         index: u64,
         failed: Vec<String>,
     ) -> Result<PrepareWriteResponse, Status> {
+        let (grant, _) = self.prepare(inode, |_| Ok(index), failed).await?;
+        Ok(grant)
+    }
+
+    /// A grant for record append (see `State::append_index` for which chunk).
+    #[tracing::instrument(skip_all, fields(inode = inode.0, ?after, ?retry))]
+    pub async fn prepare_append(
+        &self,
+        inode: InodeId,
+        after: Option<u64>,
+        retry: Option<u64>,
+        failed: Vec<String>,
+    ) -> Result<PrepareAppendResponse, Status> {
+        let choose = |st: &State| st.append_index(inode, after, retry);
+        let (grant, index) = self.prepare(inode, choose, failed).await?;
+        Ok(PrepareAppendResponse {
+            grant: Some(grant),
+            chunk_index: index,
+        })
+    }
+
+    /// Grants a lease on chunk `choose(state)` of `inode` (decided under the state lock, so
+    /// concurrent callers see each other's allocations). Returns the grant and the index.
+    async fn prepare(
+        &self,
+        inode: InodeId,
+        choose: impl FnOnce(&State) -> Result<u64, Status>,
+        failed: Vec<String>,
+    ) -> Result<(PrepareWriteResponse, u64), Status> {
         let chunk_size = self.identity.chunk_size;
-        if index
-            .checked_mul(chunk_size)
-            .is_none_or(|off| off >= MAX_FILE_SIZE)
-        {
-            return Err(ErrorCode::InvalidArgument.status(format!(
-                "inode {inode}: chunk index {index} beyond the largest file size"
-            )));
-        }
         self.state
             .lock()
             .metrics
             .count(crate::metrics::Rate::WriteGrants, 1);
         let ctx = self.grant_ctx();
-        let req = PrepareReq {
-            inode,
-            index,
-            failed,
-        };
-        let decision = self
+        let (decision, index) = self
             .mutate(
-                |st| st.plan_prepare(&req, &ctx),
-                |st, d| {
+                |st| {
+                    let index = choose(st)?;
+                    if index
+                        .checked_mul(chunk_size)
+                        .is_none_or(|off| off >= MAX_FILE_SIZE)
+                    {
+                        return Err(ErrorCode::InvalidArgument.status(format!(
+                            "inode {inode}: chunk index {index} beyond the largest file size"
+                        )));
+                    }
+                    let req = PrepareReq {
+                        inode,
+                        index,
+                        failed,
+                    };
+                    let (ops, d) = st.plan_prepare(&req, &ctx)?;
+                    Ok((ops, (d, index)))
+                },
+                |st, (d, index)| {
                     if let Decision::Grant { chunk, .. } = &d {
                         st.leases.begin_grant(*chunk);
                     }
-                    d
+                    (d, index)
                 },
             )
             .await?;
         let (chunk, version, targets, create) = match decision {
-            Decision::Reuse(resp) => return Ok(resp),
+            Decision::Reuse(resp) => return Ok((resp, index)),
             Decision::Grant {
                 chunk,
                 version,
@@ -322,7 +390,8 @@ impl Master {
             master: self,
             chunk,
         };
-        self.grant(chunk, version, targets, create, &ctx).await
+        let grant = self.grant(chunk, version, targets, create, &ctx).await?;
+        Ok((grant, index))
     }
 
     /// Has the targets persist `version`, then grants the lease to those that did.
@@ -375,7 +444,7 @@ impl Master {
         );
         let chain = st.addrs(&ok);
         tracing::info!(chunk_id = %chunk, %version, serial = serial.0, chain = ?chain, "lease granted");
-        Ok(ctx.response(chunk, version, chain, serial))
+        Ok(ctx.response(chunk, version, chain, serial, self.config.lease_duration))
     }
 
     /// SetVersion on every target concurrently; returns those that answered Ok, in order.

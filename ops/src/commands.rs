@@ -298,6 +298,7 @@ pub async fn stat(client: &Client, args: StatArgs) -> anyhow::Result<()> {
                     "id": c.chunk_id,
                     "version": c.version,
                     "replicas": c.replicas,
+                    "primary": c.primary,
                 })
             })
             .collect();

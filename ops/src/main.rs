@@ -1,8 +1,8 @@
 //! `dfs`: the rdfs command-line tool.
 //!
 //! User commands (`put`, `get`, `cat`, `ls`, `mkdir`, `rm`, `mv`, `stat`, `du`, `df`, `fsck`,
-//! `setrep`) and operator commands (`admin ...`, in [`admin`]) talk to the cluster through
-//! `rdfs-client`; server commands (`master`, `chunkserver`,
+//! `setrep`, `append`, `records`) and operator commands (`admin ...`, in [`admin`]) talk to the
+//! cluster through `rdfs-client`; server commands (`master`, `chunkserver`,
 //! `cluster up`) live in [`servers`] and run their own runtime.
 //!
 //! Contract (SPEC "CLI contract"): every cluster command reads `--master`/`DFS_MASTER` and
@@ -13,6 +13,7 @@ mod admin;
 mod commands;
 mod format;
 mod mount;
+mod records;
 mod servers;
 mod transfer;
 
@@ -90,6 +91,10 @@ enum Command {
         #[command(subcommand)]
         command: admin::AdminCommand,
     },
+    /// Append records to a file (one per input line, or --whole); creates the file if missing.
+    Append(records::AppendArgs),
+    /// Print the records of a file written by `append`, each once.
+    Records(records::RecordsArgs),
     /// Mount the file system with FUSE (foreground; Ctrl-C or SIGTERM unmounts).
     Mount(mount::MountArgs),
     /// Run a master server.
@@ -214,6 +219,8 @@ fn run_user_command(
             Command::Fsck(args) => commands::fsck(&client, args).await,
             Command::Setrep(args) => admin::setrep(&client, args).await,
             Command::Admin { command } => admin::run(&client, command).await,
+            Command::Append(args) => records::append(&client, args).await,
+            Command::Records(args) => records::records(&client, args).await,
             Command::Master(_)
             | Command::Chunkserver(_)
             | Command::Cluster { .. }

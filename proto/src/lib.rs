@@ -6,6 +6,7 @@
 //! - [`limits`]: named limits and defaults, with compile-time relations asserted.
 //! - [`error_code`]: the one stable wire error code, and its mapping to/from `tonic::Status`.
 //! - [`path`]: path and name validation shared by the master, the client and the CLI.
+//! - [`record`]: the framed-record format of record append (client and chunkserver).
 //! - [`dataplane`]: the framed TCP protocol between clients and chunkservers
 //!   (bincode header + raw payload), and its async codec.
 //!
@@ -16,6 +17,7 @@ pub mod error_code;
 pub mod ids;
 pub mod limits;
 pub mod path;
+pub mod record;
 
 /// Generated control-plane code (`rdfs.master.v1`).
 #[allow(clippy::all, clippy::pedantic, clippy::unwrap_used)]

@@ -9,6 +9,7 @@
 //!   wait for the next request on an idle connection has none.
 //! - Every mutation is fenced (chunk, version, epoch, lease serial) before a byte is written.
 
+mod append;
 mod read;
 mod write;
 
@@ -109,6 +110,8 @@ async fn close_on(conn: &mut DataConn, err: FrameError) {
 async fn dispatch(node: &Arc<Node>, conn: &mut DataConn, frame: Frame) -> Result<(), FrameError> {
     match frame.msg {
         Msg::Write(req) => write::handle_write(node, conn, req).await,
+        Msg::Append(req) => append::handle_append(node, conn, req).await,
+        Msg::Pad(req) => append::handle_pad(node, conn, req).await,
         Msg::Read(req) => read::handle_read(node, conn, req).await,
         Msg::Replicate(req) => read::handle_replicate(node, conn, req).await,
         Msg::SetVersion(req) => {
@@ -192,5 +195,7 @@ fn error_msg(e: ReqError) -> Msg {
     Msg::error(e.code, e.message)
 }
 
+#[cfg(test)]
+mod append_tests;
 #[cfg(test)]
 mod tests;

@@ -15,14 +15,14 @@ use tokio_util::sync::CancellationToken;
 use crate::node::Node;
 use crate::replicate::{push_replica, ReplicateJob};
 
-const ID: ChunkId = ChunkId(0x42);
-const V1: ChunkVersion = ChunkVersion(1);
-const LEASE: LeaseSerial = LeaseSerial(7);
+pub(super) const ID: ChunkId = ChunkId(0x42);
+pub(super) const V1: ChunkVersion = ChunkVersion(1);
+pub(super) const LEASE: LeaseSerial = LeaseSerial(7);
 
-struct Server {
-    addr: String,
-    node: Arc<Node>,
-    dir: tempfile::TempDir,
+pub(super) struct Server {
+    pub(super) addr: String,
+    pub(super) node: Arc<Node>,
+    pub(super) dir: tempfile::TempDir,
     stop: CancellationToken,
 }
 
@@ -32,7 +32,7 @@ impl Drop for Server {
     }
 }
 
-async fn start() -> Server {
+pub(super) async fn start() -> Server {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::open(dir.path(), None).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -47,13 +47,13 @@ async fn start() -> Server {
     }
 }
 
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
+pub(super) fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(13).wrapping_add(seed) ^ (i >> 12) as u8)
         .collect()
 }
 
-fn fence(version: ChunkVersion, epoch: u64, lease: LeaseSerial) -> Fence {
+pub(super) fn fence(version: ChunkVersion, epoch: u64, lease: LeaseSerial) -> Fence {
     Fence {
         chunk_id: ID,
         version,
@@ -63,7 +63,12 @@ fn fence(version: ChunkVersion, epoch: u64, lease: LeaseSerial) -> Fence {
     }
 }
 
-async fn set_version(addr: &str, version: ChunkVersion, epoch: u64, create: bool) -> Msg {
+pub(super) async fn set_version(
+    addr: &str,
+    version: ChunkVersion,
+    epoch: u64,
+    create: bool,
+) -> Msg {
     let mut conn = DataConn::connect(addr).await.unwrap();
     let req = SetVersionRequest {
         chunk_id: ID,
@@ -106,13 +111,19 @@ async fn write_on(
     conn.recv().await.unwrap().msg
 }
 
-async fn write(addr: &str, fence: Fence, offset: u64, data: &[u8], downstream: &[&str]) -> Msg {
+pub(super) async fn write(
+    addr: &str,
+    fence: Fence,
+    offset: u64,
+    data: &[u8],
+    downstream: &[&str],
+) -> Msg {
     let mut conn = DataConn::connect(addr).await.unwrap();
     write_on(&mut conn, fence, offset, data, downstream).await
 }
 
 /// Reads a range; `Err((code, message))` for an error reply.
-async fn read(
+pub(super) async fn read(
     addr: &str,
     version: ChunkVersion,
     offset: u64,
@@ -147,7 +158,7 @@ async fn read(
     Ok(out)
 }
 
-fn assert_error(msg: &Msg, want: ErrorCode) -> String {
+pub(super) fn assert_error(msg: &Msg, want: ErrorCode) -> String {
     match msg {
         Msg::Error { code, message } => {
             assert_eq!(*code, want, "{message}");

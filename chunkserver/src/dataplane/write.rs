@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rdfs_proto::dataplane::{DataConn, FrameError, Msg, WriteAck, WriteRequest};
+use rdfs_proto::dataplane::{DataConn, Fence, FrameError, Msg, WriteAck, WriteRequest};
 use rdfs_proto::limits::{DATAPLANE_IO_TIMEOUT_MS, MAX_REPLICATION};
 use rdfs_proto::ErrorCode;
 use tracing::Instrument;
@@ -29,7 +29,7 @@ pub const DOWNSTREAM_ERROR_PREFIX: &str = "replica ";
 const CHAIN_TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
 
 /// The downstream part of a pipeline.
-struct Downstream {
+pub(super) struct Downstream {
     addr: String,
     conn: DataConn,
 }
@@ -96,6 +96,32 @@ async fn prepare(node: &Arc<Node>, req: &WriteRequest) -> Result<Transfer, ReqEr
             ),
         ));
     }
+    check_fence(node, fence).await?;
+    let asked = (req.serial != 0).then_some(req.serial);
+    let serial = node.blocking(move |s| s.begin_mutation(id, asked)).await?;
+    let down = match req.downstream.first() {
+        Some(addr) => {
+            let forwarded = Msg::Write(WriteRequest {
+                downstream: req.downstream[1..].to_vec(),
+                serial,
+                ..req.clone()
+            });
+            Some(open_downstream(addr, req.downstream.len(), &forwarded).await?)
+        }
+        None => None,
+    };
+    Ok(Transfer {
+        serial,
+        down,
+        error: None,
+        cursor: req.offset,
+    })
+}
+
+/// Checks a mutation's fence against the replica: not quarantined, epoch not stale, same
+/// version, and (once the master announced one) the same lease serial.
+pub(super) async fn check_fence(node: &Arc<Node>, fence: &Fence) -> Result<(), ReqError> {
+    let id = fence.chunk_id;
     let st = node.store.state(id)?;
     if st.quarantined {
         return Err(ReqError::new(
@@ -108,7 +134,7 @@ async fn prepare(node: &Arc<Node>, req: &WriteRequest) -> Result<Transfer, ReqEr
         return Err(ReqError::new(
             ErrorCode::StaleVersion,
             format!(
-                "chunk {id}: replica holds version {}, write is for {}",
+                "chunk {id}: replica holds version {}, mutation is for {}",
                 st.version, fence.version
             ),
         ));
@@ -122,24 +148,15 @@ async fn prepare(node: &Arc<Node>, req: &WriteRequest) -> Result<Transfer, ReqEr
             ),
         ));
     }
-    let asked = (req.serial != 0).then_some(req.serial);
-    let serial = node.blocking(move |s| s.begin_mutation(id, asked)).await?;
-    let down = match req.downstream.first() {
-        Some(addr) => Some(connect_downstream(addr, req, serial).await?),
-        None => None,
-    };
-    Ok(Transfer {
-        serial,
-        down,
-        error: None,
-        cursor: req.offset,
-    })
+    Ok(())
 }
 
-async fn connect_downstream(
+/// Connects to the next replica and sends it `forwarded` (the request with the rest of the
+/// chain and our serial); `hops_below` counts the replicas from it to the end of the chain.
+pub(super) async fn open_downstream(
     addr: &str,
-    req: &WriteRequest,
-    serial: u64,
+    hops_below: usize,
+    forwarded: &Msg,
 ) -> Result<Downstream, ReqError> {
     let blame = |what: &str, e: FrameError| {
         ReqError::new(
@@ -152,16 +169,10 @@ async fn connect_downstream(
         .map_err(|e| blame("connect", e))?;
     // Each hop waits a little longer than the one below it, so when a replica further down
     // hangs, the hop next to it times out first and its answer names the right replica.
-    let hops_below = req.downstream.len() as u32;
     conn.set_io_timeout(
-        Duration::from_millis(DATAPLANE_IO_TIMEOUT_MS) + CHAIN_TIMEOUT_MARGIN * hops_below,
+        Duration::from_millis(DATAPLANE_IO_TIMEOUT_MS) + CHAIN_TIMEOUT_MARGIN * hops_below as u32,
     );
-    let forwarded = Msg::Write(WriteRequest {
-        downstream: req.downstream[1..].to_vec(),
-        serial,
-        ..req.clone()
-    });
-    conn.send(&forwarded, &[])
+    conn.send(forwarded, &[])
         .await
         .map_err(|e| blame("send", e))?;
     Ok(Downstream {
@@ -206,7 +217,10 @@ async fn receive(
 }
 
 /// Reads one `Data` frame of at most `remaining` bytes.
-async fn next_data(conn: &mut DataConn, remaining: u64) -> Result<(Bytes, bool), FrameError> {
+pub(super) async fn next_data(
+    conn: &mut DataConn,
+    remaining: u64,
+) -> Result<(Bytes, bool), FrameError> {
     let frame = conn.recv().await?;
     let Msg::Data { last } = frame.msg else {
         return Err(FrameError::Decode(format!(
@@ -223,7 +237,7 @@ async fn next_data(conn: &mut DataConn, remaining: u64) -> Result<(Bytes, bool),
     Ok((frame.payload, last))
 }
 
-async fn forward(
+pub(super) async fn forward(
     down: Option<&mut Downstream>,
     last: bool,
     payload: &[u8],
@@ -241,7 +255,7 @@ async fn forward(
 }
 
 /// Consumes `len` bytes of a refused write so the connection stays in step.
-async fn drain(conn: &mut DataConn, len: u64) -> Result<(), FrameError> {
+pub(super) async fn drain(conn: &mut DataConn, len: u64) -> Result<(), FrameError> {
     let mut received = 0u64;
     while received < len {
         let (payload, last) = next_data(conn, len - received).await?;
@@ -284,12 +298,12 @@ async fn finish(node: &Arc<Node>, req: &WriteRequest, mut t: Transfer) -> Msg {
 }
 
 /// Waits for the downstream's answer; any failure blames the replica that caused it.
-async fn downstream_ack(down: &mut Downstream) -> Result<(), ReqError> {
+pub(super) async fn downstream_ack(down: &mut Downstream) -> Result<(), ReqError> {
     let addr = &down.addr;
     let unavailable = |detail: String| ReqError::new(ErrorCode::Unavailable, detail);
     match down.conn.recv().await {
         Ok(frame) => match frame.msg {
-            Msg::WriteOk(_) => Ok(()),
+            Msg::WriteOk(_) | Msg::AppendOk(_) => Ok(()),
             // Already names the replica further down that failed.
             Msg::Error { message, .. } if message.starts_with(DOWNSTREAM_ERROR_PREFIX) => {
                 Err(unavailable(message))

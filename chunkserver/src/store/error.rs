@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use rdfs_proto::ids::{ChunkId, ChunkVersion};
+use rdfs_proto::record::RecordId;
 use rdfs_proto::ErrorCode;
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +45,17 @@ pub enum StoreError {
         got: u64,
         expected: u64,
     },
+    #[error(
+        "chunk {chunk}: record {record} is held with {held} framed bytes, the retry has {got}"
+    )]
+    RecordConflict {
+        chunk: ChunkId,
+        record: RecordId,
+        held: u64,
+        got: u64,
+    },
+    #[error("chunk {chunk}: appended bytes are not one valid framed record: {reason}")]
+    BadRecord { chunk: ChunkId, reason: String },
     #[error("{op} {path}: {source}")]
     Io {
         op: &'static str,
@@ -67,7 +79,8 @@ impl StoreError {
             StoreError::VersionRegression { .. } => ErrorCode::StaleVersion,
             StoreError::SerialOutOfOrder { .. } => ErrorCode::LeaseMismatch,
             StoreError::CorruptMeta { .. } => ErrorCode::Corrupt,
-            StoreError::ShortReplica { .. } => ErrorCode::Malformed,
+            StoreError::ShortReplica { .. } | StoreError::BadRecord { .. } => ErrorCode::Malformed,
+            StoreError::RecordConflict { .. } => ErrorCode::InvalidArgument,
             StoreError::Io { .. } => ErrorCode::Io,
             StoreError::Task(_) => ErrorCode::Internal,
         }

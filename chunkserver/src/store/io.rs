@@ -23,10 +23,25 @@ impl ChunkStore {
     /// the touched blocks. Returns the replica's length afterwards. Not durable until
     /// [`ChunkStore::commit`].
     pub fn write(&self, id: ChunkId, offset: u64, data: &[u8]) -> Result<u64> {
-        let end = self.check_range(id, offset, data.len() as u64)?;
         let paths = self.paths(id)?;
         let replica = self.get(id)?;
         let mut r = replica.lock();
+        let len = self.write_in(&paths, &mut r, offset, data)?;
+        // Arbitrary bytes may have replaced indexed records: rebuild the index when needed.
+        self.forget_records(id);
+        Ok(len)
+    }
+
+    /// [`ChunkStore::write`] on a replica whose lock the caller holds.
+    pub(super) fn write_in(
+        &self,
+        paths: &ChunkPaths,
+        r: &mut Replica,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<u64> {
+        let id = r.meta.chunk_id;
+        let end = self.check_range(id, offset, data.len() as u64)?;
         r.usable(id)?;
         let old_len = r.meta.len;
         if data.is_empty() && end <= old_len {
@@ -44,8 +59,8 @@ impl ChunkStore {
         let saved_crcs = r.meta.crcs.clone();
         r.meta.crcs.resize(super::blocks_for(new_len) as usize, 0);
         for block in block_of(offset.min(old_len))..=block_of(end.max(1) - 1) {
-            if let Err(e) = write_block(&file, &paths.data, &mut r, block, &span) {
-                self.fail_write(&file, &mut r, &span, saved_crcs, &e);
+            if let Err(e) = write_block(&file, &paths.data, r, block, &span) {
+                self.fail_write(&file, r, &span, saved_crcs, &e);
                 return Err(e);
             }
         }
@@ -76,11 +91,23 @@ impl ChunkStore {
         let paths = self.paths(id)?;
         let replica = self.get(id)?;
         let mut r = replica.lock();
+        self.read_in(&paths, &mut r, offset, len)
+    }
+
+    /// [`ChunkStore::read`] on a replica whose lock the caller holds.
+    pub(super) fn read_in(
+        &self,
+        paths: &ChunkPaths,
+        r: &mut Replica,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>> {
+        let id = r.meta.chunk_id;
         r.usable(id)?;
         let file =
             File::open(&paths.data).map_err(|e| StoreError::io(id, "open", &paths.data, e))?;
         let mut buf = Vec::new();
-        let range = read_verified(id, &file, &paths.data, &mut r, offset, len, &mut buf)?;
+        let range = read_verified(id, &file, &paths.data, r, offset, len, &mut buf)?;
         buf.truncate(range.end);
         buf.drain(..range.start);
         Ok(buf)
@@ -228,6 +255,7 @@ impl ChunkStore {
         self.used.fetch_add(inst.len, Ordering::Relaxed);
         self.used.fetch_sub(old_len, Ordering::Relaxed);
         self.replicas.lock().insert(id, handle);
+        self.forget_records(id);
         tracing::info!(chunk_id = %id, version = %version, len = inst.len, "replica installed");
         Ok(ChunkInfo {
             chunk_id: id,

@@ -128,10 +128,16 @@ pub struct ChunkStore {
     used: AtomicU64,
     /// Set on ENOSPC (or the capacity cap); cleared when space is freed.
     no_space: AtomicBool,
+    /// Record ids of recently appended-to chunks (see `records`). Lock order: a replica's
+    /// lock, then this one.
+    records: Mutex<records::RecordIndexes>,
 }
 
 mod io;
 mod open;
+mod records;
+
+pub use records::Placement;
 
 impl ChunkStore {
     /// Opens (creating if needed) the store under `data_dir`, recovering every replica.
@@ -144,6 +150,7 @@ impl ChunkStore {
             max_chunk_bytes: AtomicU64::new(DEFAULT_CHUNK_SIZE),
             used: AtomicU64::new(0),
             no_space: AtomicBool::new(false),
+            records: Mutex::new(records::RecordIndexes::default()),
         };
         let report = store.scan()?;
         Ok((store, report))
@@ -317,6 +324,7 @@ impl ChunkStore {
         self.no_space.store(false, Ordering::Relaxed);
         drop(r);
         self.replicas.lock().remove(&id);
+        self.forget_records(id);
         tracing::info!(chunk_id = %id, version = %info.version, "replica deleted");
         Ok(Some(info))
     }

@@ -262,6 +262,18 @@ impl ProcCluster {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// Runs dfs and asserts success; returns stdout as bytes.
+    pub fn must_dfs_bytes(&self, args: &[&str]) -> Vec<u8> {
+        let out = self.dfs(args);
+        assert!(
+            out.status.success(),
+            "dfs {args:?} failed ({}):\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
     pub fn must_json(&self, args: &[&str]) -> serde_json::Value {
         let out = self.must_dfs(args);
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("dfs {args:?}: bad json {e}: {out}"))

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{ChunkId, ChunkVersion, Epoch, LeaseSerial};
+use crate::record::RecordId;
 use crate::ErrorCode;
 
 /// What every mutation carries so a stale primary or a deposed master can do no harm.
@@ -74,6 +75,41 @@ pub struct ChunkInfo {
     pub len: u64,
 }
 
+/// Record append: `len` bytes of one framed record (see [`crate::record`]) follow as `Data`.
+/// From a client `offset` is `None` and the primary chooses it (the end of its data, or
+/// where the chunk already holds this record id); the primary forwards the record to the
+/// rest of the chain with the chosen `offset` and its mutation `serial`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendRequest {
+    pub fence: Fence,
+    pub record_id: RecordId,
+    pub len: u64,
+    pub downstream: Vec<String>,
+    pub sync: bool,
+    pub serial: u64,
+    pub offset: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendAck {
+    /// Where the record starts in the chunk.
+    pub offset: u64,
+    /// Bytes of data the replica holds after the append.
+    pub chunk_len: u64,
+    pub serial: u64,
+}
+
+/// From a primary to its replicas: the record did not fit; zero-fill the chunk up to
+/// `to_len` (the chunk size). Answered `WriteOk`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PadRequest {
+    pub fence: Fence,
+    pub to_len: u64,
+    pub downstream: Vec<String>,
+    pub sync: bool,
+    pub serial: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Msg {
     Write(WriteRequest),
@@ -101,6 +137,16 @@ pub enum Msg {
         code: ErrorCode,
         message: String,
     },
+    // ---- record append (appended: earlier variants keep their bincode index) ----
+    /// `Append` → `Data`… → `AppendOk` | `ChunkFull` | `Error`.
+    Append(AppendRequest),
+    AppendOk(AppendAck),
+    /// The primary padded the chunk: append to the next chunk instead.
+    ChunkFull {
+        chunk_len: u64,
+    },
+    /// `Pad` → `WriteOk` | `Error` (primary to replicas only).
+    Pad(PadRequest),
 }
 
 impl Msg {
@@ -127,6 +173,10 @@ impl Msg {
             Msg::Pong { .. } => "pong",
             Msg::ChunkInfoOk(_) => "chunk_info_ok",
             Msg::Error { .. } => "error",
+            Msg::Append(_) => "append",
+            Msg::AppendOk(_) => "append_ok",
+            Msg::ChunkFull { .. } => "chunk_full",
+            Msg::Pad(_) => "pad",
         }
     }
 }

@@ -16,6 +16,8 @@
 //! - `SetVersion` → `Ok` | `Error`
 //! - `Replicate` → `Data`… → `Ok` | `Error`
 //! - `Ping` → `Pong`; `ChunkInfo` → `ChunkInfoOk` | `Error`
+//! - `Append` → `Data`… (one framed record) → `AppendOk` | `ChunkFull` | `Error`
+//! - `Pad` → `WriteOk` | `Error` (primary to replicas, when a record did not fit)
 
 pub mod codec;
 pub mod conn;

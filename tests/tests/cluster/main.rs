@@ -8,3 +8,4 @@ mod t30_rereplication;
 mod t40_corruption;
 mod t50_master_recovery;
 mod t60_bad_input;
+mod t70_append;
