@@ -18,8 +18,7 @@ use std::time::Instant;
 use rdfs_proto::ids::{ChunkId, ChunkVersion, ChunkserverId};
 use rdfs_proto::pb::BalancerInfo;
 
-use crate::chunk_map::PendingCopy;
-use crate::replication::{replicate_command, REPLICATION_DEADLINE};
+use crate::replication::Transfer;
 use crate::state::State;
 
 /// `dfs admin balance` default: every server within 10 percentage points of the mean.
@@ -291,17 +290,14 @@ impl State {
             .replicas(chunk)
             .find(|r| r.0 == source)
             .map_or(version, |r| r.1);
-        if !self
-            .cmap
-            .queue(source, replicate_command(chunk, copy_version, &addr))
-        {
-            return false;
-        }
-        let deadline = now + REPLICATION_DEADLINE;
-        self.cmap
-            .add_pending(chunk, target, PendingCopy { source, deadline });
-        tracing::info!(chunk_id = %chunk, source = %source, target = %addr, "balancer move ordered");
-        true
+        let copy = Transfer {
+            chunk,
+            version: copy_version,
+            source,
+            target,
+            target_addr: &addr,
+        };
+        self.order_transfer(copy, now, "balancer move ordered")
     }
 }
 

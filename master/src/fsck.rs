@@ -21,6 +21,8 @@ pub struct ChunkHealth {
     pub expected: u32,
     /// A replica was reported bad and the chunk is not back to full replication.
     pub corrupt: bool,
+    /// Replicas at an older version that is no longer current (garbage to delete).
+    pub stale: u32,
 }
 
 /// Problems from worst to mildest (a file shows its worst chunk's).
@@ -67,20 +69,35 @@ impl ChunkHealth {
 }
 
 impl State {
-    /// Health of one chunk (`None`: no such chunk).
+    /// Health of one chunk (`None`: no such chunk). Allocation-free: the status pass runs
+    /// it for every chunk under the state lock.
     pub fn chunk_health(&self, chunk: ChunkId) -> Option<ChunkHealth> {
         let meta = self.ns.chunk(chunk)?;
-        let current = self.cmap.current_replicas(chunk, meta.version);
-        let counted = current
-            .iter()
-            .filter(|s| self.cmap.server(**s).is_some_and(|x| x.counts()))
-            .count() as u32;
-        let expected = self.expected_replication(chunk);
+        let (mut current, mut counted, mut stale) = (0u32, 0u32, 0u32);
+        for (server, rv) in self.cmap.replicas(chunk) {
+            if rv < meta.version && !self.cmap.is_current(chunk, meta.version, rv) {
+                stale += 1;
+                continue;
+            }
+            let Some(s) = self.cmap.server(server) else {
+                continue;
+            };
+            if !s.live
+                || !self.cmap.is_current(chunk, meta.version, rv)
+                || self.cmap.is_bad(chunk, server)
+            {
+                continue;
+            }
+            current += 1;
+            counted += u32::from(s.counts());
+        }
+        let expected = self.replication_of(meta.inode);
         Some(ChunkHealth {
             counted,
-            current: current.len() as u32,
+            current,
             expected,
-            corrupt: self.cmap.has_bad(chunk) && counted < expected,
+            corrupt: counted < expected && self.cmap.has_bad(chunk),
+            stale,
         })
     }
 
@@ -127,16 +144,9 @@ impl State {
                 path: self.ns.path_of(id),
                 size: *size,
                 chunks: chunks.len() as u64,
-                expected: self.file_replication(id),
+                expected: self.replication_of(id),
                 problem: PROBLEM_ORDER.get(worst).copied().unwrap_or("").to_string(),
             });
-        }
-    }
-
-    fn file_replication(&self, id: InodeId) -> u32 {
-        match self.ns.inode(id).map(|i| i.replication) {
-            Some(r) if r > 0 => r,
-            _ => self.default_replication,
         }
     }
 

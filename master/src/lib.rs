@@ -191,7 +191,11 @@ fn spawn_background(
                 _ = tick.tick() => {}
             }
             let timeout = m.config.heartbeat_timeout;
-            m.state.lock().scan(std::time::Instant::now(), timeout);
+            let started = std::time::Instant::now();
+            let mut st = m.state.lock();
+            st.scan(started, timeout);
+            // The scan holds the state lock: its length is how long metadata calls may stall.
+            st.last_scan_duration = started.elapsed();
         }
     });
     let ckpt = tokio::spawn(checkpoint_task::run_periodic(master.clone(), stop.clone()));

@@ -10,6 +10,7 @@ use rdfs_proto::pb::{command, Command, ReplicateChunkCommand};
 
 use crate::chunk_map::PendingCopy;
 use crate::state::State;
+use crate::status::HealthSnapshot;
 
 /// How long an ordered copy may take before it is ordered again elsewhere.
 pub const REPLICATION_DEADLINE: Duration = Duration::from_secs(60);
@@ -18,12 +19,19 @@ pub const MAX_COPIES_PER_SCAN: usize = 256;
 
 /// A chunk short of replicas (the repair queue, most endangered first).
 pub(crate) struct Needy {
-    /// Counted replicas now.
-    pub live: u32,
     pub chunk: ChunkId,
     pub version: ChunkVersion,
     /// Copies still to order (beyond those in flight).
     pub missing: u32,
+}
+
+/// One replica copy to order: `source` pushes its replica (at `version`) to `target`.
+pub(crate) struct Transfer<'a> {
+    pub chunk: ChunkId,
+    pub version: ChunkVersion,
+    pub source: ChunkserverId,
+    pub target: ChunkserverId,
+    pub target_addr: &'a str,
 }
 
 /// Tells a source to push its replica of `chunk` to `target`.
@@ -45,13 +53,15 @@ impl State {
         }
         self.leases.expire(now);
         self.update_safe_mode();
+        let snapshot = std::sync::Arc::new(self.health_pass());
+        self.health = Some(snapshot.clone());
         if self.safe_mode {
             return;
         }
-        self.schedule_copies(now);
+        self.schedule_copies(&snapshot, now);
         // Before trimming: a finished move deletes its own source, not the fullest copy.
         self.balance_step(now);
-        self.trim_replicas(now);
+        self.trim_replicas(&snapshot, now);
         self.update_drain_progress();
     }
 
@@ -108,32 +118,29 @@ impl State {
         !self.leases.is_granting(chunk) && self.leases.active(chunk, now).is_none()
     }
 
-    pub(crate) fn needy_chunks(&self, now: Instant) -> Vec<Needy> {
-        let mut out: Vec<Needy> = self
-            .ns
-            .chunks()
-            .filter(|(c, _)| self.settled(**c, now))
-            .filter_map(|(c, m)| {
+    /// The snapshot's repair queue (already in order) less chunks under a lease and copies
+    /// already in flight.
+    pub(crate) fn needy_chunks(&self, snapshot: &HealthSnapshot, now: Instant) -> Vec<Needy> {
+        snapshot
+            .queue
+            .iter()
+            .filter(|s| self.settled(s.chunk, now))
+            .filter_map(|s| {
                 // Copies may come from draining servers; only counted ones make up the factor.
-                let h = self.chunk_health(*c)?;
-                let live = h.counted;
-                let have = live + self.cmap.pending_for(*c).len() as u32;
-                let expected = h.expected;
-                (h.current > 0 && have < expected).then(|| Needy {
-                    live,
-                    chunk: *c,
-                    version: m.version,
-                    missing: expected - have,
+                let have = s.counted + self.cmap.pending_for(s.chunk).len() as u32;
+                let version = self.ns.chunk(s.chunk)?.version;
+                (have < s.expected).then(|| Needy {
+                    chunk: s.chunk,
+                    version,
+                    missing: s.expected - have,
                 })
             })
-            .collect();
-        out.sort_by_key(|n| (n.live, n.chunk));
-        out
+            .collect()
     }
 
-    fn schedule_copies(&mut self, now: Instant) {
+    fn schedule_copies(&mut self, snapshot: &HealthSnapshot, now: Instant) {
         let mut ordered = 0;
-        for n in self.needy_chunks(now) {
+        for n in self.needy_chunks(snapshot, now) {
             for _ in 0..n.missing {
                 if ordered == MAX_COPIES_PER_SCAN || !self.order_copy(n.chunk, n.version, now) {
                     break;
@@ -172,24 +179,40 @@ impl State {
         let Some((target, target_addr)) = target else {
             return false;
         };
-        let cmd = replicate_command(chunk, src_version, &target_addr);
-        if !self.cmap.queue(source, cmd) {
+        let copy = Transfer {
+            chunk,
+            version: src_version,
+            source,
+            target,
+            target_addr: &target_addr,
+        };
+        self.order_transfer(copy, now, "re-replication ordered")
+    }
+
+    /// Queues a copy on its source and tracks it as pending until the target reports it
+    /// (or `REPLICATION_DEADLINE` passes); false when the source's queue is full.
+    pub(crate) fn order_transfer(&mut self, t: Transfer<'_>, now: Instant, why: &str) -> bool {
+        let cmd = replicate_command(t.chunk, t.version, t.target_addr);
+        if !self.cmap.queue(t.source, cmd) {
             return false;
         }
-        let deadline = now + REPLICATION_DEADLINE;
-        self.cmap
-            .add_pending(chunk, target, PendingCopy { source, deadline });
-        tracing::info!(chunk_id = %chunk, source = %source, target = %target_addr, "re-replication ordered");
+        let pending = PendingCopy {
+            source: t.source,
+            deadline: now + REPLICATION_DEADLINE,
+        };
+        self.cmap.add_pending(t.chunk, t.target, pending);
+        tracing::info!(chunk_id = %t.chunk, source = %t.source, target = %t.target_addr, "{why}");
         true
     }
 
     /// Deletes stale replicas and, for over-replicated chunks, the copy on the fullest server.
-    fn trim_replicas(&mut self, now: Instant) {
-        let chunks: Vec<(ChunkId, ChunkVersion)> = self
-            .ns
-            .chunks()
-            .filter(|(c, _)| self.settled(**c, now) && self.cmap.pending_for(**c).is_empty())
-            .map(|(c, m)| (*c, m.version))
+    /// Only the chunks the snapshot found with stale or surplus replicas are looked at.
+    fn trim_replicas(&mut self, snapshot: &HealthSnapshot, now: Instant) {
+        let chunks: Vec<(ChunkId, ChunkVersion)> = snapshot
+            .trim
+            .iter()
+            .filter(|c| self.settled(**c, now) && self.cmap.pending_for(**c).is_empty())
+            .filter_map(|c| Some((*c, self.ns.chunk(*c)?.version)))
             .collect();
         for (chunk, v) in chunks {
             let stale: Vec<_> = self

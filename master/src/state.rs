@@ -42,6 +42,11 @@ pub struct State {
     pub safe_mode: bool,
     /// Entered by an operator (`dfs admin safemode enter`): only `leave` ends it.
     pub safe_mode_manual: bool,
+    /// The last status pass (every scan): what the dashboard, `ClusterStatus` and
+    /// `/metrics` show, so serving them never walks the chunk table.
+    pub health: Option<std::sync::Arc<crate::status::HealthSnapshot>>,
+    /// How long the last background scan held the lock.
+    pub last_scan_duration: std::time::Duration,
     /// Operation counters and their last hour of rates (dashboard, `/metrics`); shared
     /// with the sampler task, counted without the lock where it is not held anyway.
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
@@ -153,6 +158,8 @@ impl State {
             max_transfers_per_source: crate::chunk_map::DEFAULT_MAX_TRANSFERS_PER_SOURCE,
             chunk_size_bytes: rdfs_proto::limits::DEFAULT_CHUNK_SIZE,
             metrics: Default::default(),
+            health: None,
+            last_scan_duration: std::time::Duration::ZERO,
             balancer: None,
             default_replication,
             handles: HandleTable::default(),
@@ -196,16 +203,17 @@ impl State {
 
     /// Expected replica count of a chunk (its file's factor).
     pub fn expected_replication(&self, chunk: ChunkId) -> u32 {
-        let r = self
-            .ns
-            .chunk(chunk)
-            .and_then(|m| self.ns.inode(m.inode))
-            .map(|i| i.replication)
-            .unwrap_or(0);
-        if r == 0 {
-            self.default_replication
-        } else {
-            r
+        match self.ns.chunk(chunk) {
+            Some(m) => self.replication_of(m.inode),
+            None => self.default_replication,
+        }
+    }
+
+    /// A file's replication factor (the cluster default for 0 or an unknown inode).
+    pub fn replication_of(&self, inode: rdfs_proto::ids::InodeId) -> u32 {
+        match self.ns.inode(inode).map(|i| i.replication) {
+            Some(r) if r > 0 => r,
+            _ => self.default_replication,
         }
     }
 

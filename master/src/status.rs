@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use rdfs_proto::ids::ChunkId;
 use rdfs_proto::pb::{ChunkserverStatus, ClusterStatusResponse, StandbyInfo};
 
 use crate::chunk_map::Server;
@@ -27,9 +28,44 @@ pub struct HealthSummary {
     pub matrix: BTreeMap<(u32, u32), u64>,
 }
 
+/// A chunk short of replicas that has a copy to repair from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Short {
+    /// Counted replicas (first: the repair order is fewest first).
+    pub counted: u32,
+    pub chunk: ChunkId,
+    pub expected: u32,
+}
+
+/// One pass over the chunk table, taken by every scan.
+#[derive(Debug, Clone)]
+pub struct HealthSnapshot {
+    pub summary: HealthSummary,
+    /// Problem chunks, worst first: (severity 0 missing .. 3 over-replicated, counted, chunk).
+    pub problems: Vec<(u8, u32, ChunkId)>,
+    /// The repair queue in repair order.
+    pub queue: Vec<Short>,
+    /// Chunks with stale or surplus replicas to delete.
+    pub trim: Vec<ChunkId>,
+    pub taken: Instant,
+}
+
+fn severity(problem: &str) -> Option<u8> {
+    match problem {
+        "missing" => Some(0),
+        "corrupt" => Some(1),
+        "under_replicated" => Some(2),
+        "over_replicated" => Some(3),
+        _ => None,
+    }
+}
+
 impl State {
-    pub fn health_summary(&self) -> HealthSummary {
+    /// Classifies every chunk once: counts, the replication matrix, the problem list and
+    /// the repair queue.
+    pub fn health_pass(&self) -> HealthSnapshot {
         let mut h = HealthSummary::default();
+        let (mut problems, mut queue, mut trim) = (Vec::new(), Vec::new(), Vec::new());
         for (chunk, _) in self.ns.chunks() {
             let Some(c) = self.chunk_health(*chunk) else {
                 continue;
@@ -41,8 +77,37 @@ impl State {
             h.missing += u64::from(c.is_missing());
             h.copies_needed += u64::from(c.copies_needed());
             *h.matrix.entry((c.expected, c.counted)).or_default() += 1;
+            if let Some(sev) = severity(c.problem()) {
+                problems.push((sev, c.counted, *chunk));
+            }
+            if c.stale > 0 || c.is_over() {
+                trim.push(*chunk);
+            }
+            if c.copies_needed() > 0 {
+                queue.push(Short {
+                    counted: c.counted,
+                    chunk: *chunk,
+                    expected: c.expected,
+                });
+            }
         }
-        h
+        problems.sort_unstable();
+        queue.sort_unstable();
+        HealthSnapshot {
+            summary: h,
+            problems,
+            queue,
+            trim,
+            taken: Instant::now(),
+        }
+    }
+
+    /// The last scan's snapshot, or a fresh one before the first scan.
+    pub fn health_snapshot(&self) -> std::sync::Arc<HealthSnapshot> {
+        match &self.health {
+            Some(h) => h.clone(),
+            None => std::sync::Arc::new(self.health_pass()),
+        }
     }
 
     pub fn server_status(&self, s: &Server, now: Instant) -> ChunkserverStatus {
@@ -95,7 +160,8 @@ impl Master {
         let st = self.state.lock();
         let now = Instant::now();
         let (files, dirs) = st.ns.counts();
-        let health = st.health_summary();
+        let snapshot = st.health_snapshot();
+        let health = &snapshot.summary;
         let chunkservers: Vec<ChunkserverStatus> = st
             .cmap
             .servers()
@@ -110,7 +176,8 @@ impl Master {
         let (reported, _) = if st.safe_mode {
             st.safe_mode_counts()
         } else {
-            (health.chunks, health.chunks)
+            let n = st.ns.chunk_count() as u64;
+            (n, n)
         };
         ClusterStatusResponse {
             cluster_id: self.identity.cluster_id.clone(),
@@ -120,7 +187,7 @@ impl Master {
             used,
             files,
             dirs,
-            chunks: health.chunks,
+            chunks: st.ns.chunk_count() as u64,
             epoch: st.ns.epoch().0,
             safe_mode: st.safe_mode,
             chunkservers,
@@ -138,6 +205,7 @@ impl Master {
             balancer: Some(st.balancer_info()),
             safe_mode_reported_chunks: reported,
             uptime_ms: self.started.elapsed().as_millis() as u64,
+            last_scan_us: st.last_scan_duration.as_micros() as u64,
         }
     }
 }

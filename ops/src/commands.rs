@@ -411,21 +411,11 @@ pub async fn df(client: &Client, args: DfArgs) -> anyhow::Result<()> {
         .count();
     let mut out = std::io::stdout().lock();
     if args.json {
+        // The same per-server shape as `dfs admin report --json` and the dashboard's API.
         let servers: Vec<Value> = status
             .chunkservers
             .iter()
-            .map(|c| {
-                json!({
-                    "id": c.id,
-                    "addr": c.addr,
-                    "state": c.state,
-                    "capacity": c.capacity,
-                    "used": c.used,
-                    "chunks": c.chunks,
-                    "last_heartbeat_ms": c.last_heartbeat_ms,
-                    "no_space": c.no_space,
-                })
-            })
+            .map(rdfs_master::dashboard::json::server_json)
             .collect();
         let v = json!({
             "capacity": status.capacity,

@@ -75,6 +75,12 @@ fn fullest_server(c: &ProcCluster) -> String {
     })
 }
 
+/// One chunkserver as the dashboard's JSON API shows it.
+fn api_server(c: &ProcCluster, addr: &str) -> Option<Value> {
+    let list = must_json_get(&c.http, "/api/chunkservers");
+    list.as_array()?.iter().find(|s| s["addr"] == addr).cloned()
+}
+
 fn screenshot_dir() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard-screenshots");
     std::fs::create_dir_all(&dir).unwrap();
@@ -321,12 +327,7 @@ fn decommission_drains_a_chunkserver_with_progress_on_the_dashboard() {
     let mut seen_remaining = Vec::new();
     let mut seen_overview = false;
     must_eventually(Duration::from_secs(120), "decommissioned", || {
-        let list = must_json_get(&c.http, "/api/chunkservers");
-        let me = list
-            .as_array()?
-            .iter()
-            .find(|s| s["addr"] == victim.as_str())?
-            .clone();
+        let me = api_server(&c, &victim)?;
         match me["state"].as_str()? {
             "decommissioning" => {
                 seen_remaining.push(me["decommission_remaining"].as_u64()?);
@@ -552,12 +553,7 @@ fn the_scrubber_finds_an_unread_corrupt_replica_and_the_master_replaces_it() {
     let addr = c.chunkservers[i].addr.clone();
     // Nobody reads the file: only the scrubber can notice.
     let found = must_eventually(Duration::from_secs(60), "scrubber report", || {
-        let list = must_json_get(&c.http, "/api/chunkservers");
-        let me = list
-            .as_array()?
-            .iter()
-            .find(|s| s["addr"] == addr.as_str())?
-            .clone();
+        let me = api_server(&c, &addr)?;
         (me["corrupt_found"].as_u64()? >= 1).then_some(me)
     });
     assert_eq!(found["scrub"]["corrupt_found_total"], 1);
@@ -569,12 +565,7 @@ fn the_scrubber_finds_an_unread_corrupt_replica_and_the_master_replaces_it() {
     });
     // The fresh copy on that server is scrubbed clean in a later pass.
     must_eventually(Duration::from_secs(60), "fresh copy verified", || {
-        let list = must_json_get(&c.http, "/api/chunkservers");
-        let me = list
-            .as_array()?
-            .iter()
-            .find(|s| s["addr"] == addr.as_str())?
-            .clone();
+        let me = api_server(&c, &addr)?;
         (me["scrub"]["verified_bytes_total"].as_u64()? >= CHUNK_SIZE).then_some(())
     });
     assert_eq!(

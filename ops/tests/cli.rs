@@ -376,16 +376,32 @@ fn cluster_up_runs_a_usable_cluster_and_stops_on_sigterm() {
             let _ = tx.send(line);
         }
     });
-    let mut master = None;
+    let (mut master, mut dashboard) = (None, None);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while master.is_none() && Instant::now() < deadline {
+    while (master.is_none() || dashboard.is_none()) && Instant::now() < deadline {
         if let Ok(line) = rx.recv_timeout(Duration::from_millis(500)) {
             if let Some(rest) = line.trim().strip_prefix("master:") {
                 master = Some(rest.trim().to_string());
             }
+            if let Some(rest) = line.trim().strip_prefix("dashboard:") {
+                dashboard = Some(rest.trim().to_string());
+            }
         }
     }
     let master = master.expect("cluster up printed the master address");
+    // The dashboard URL it prints serves the JSON API of this cluster.
+    let dashboard = dashboard.expect("cluster up printed the dashboard URL");
+    let http = dashboard
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    must_eventually(
+        Duration::from_secs(30),
+        "3 chunkservers on the dashboard",
+        || {
+            let overview = common::dash::must_json_get(http, "/api/overview");
+            (overview["chunkservers_live"] == 3).then_some(())
+        },
+    );
     let dfs = |args: &[&str]| {
         Command::new(dfs_bin())
             .arg("--master")

@@ -162,8 +162,9 @@ async fn fake_chunkserver(master: String, n: usize, chunks: Vec<ChunkId>) -> any
     Ok(())
 }
 
-/// One HTTP/1.1 GET; returns the body length.
-async fn get(addr: &str, path: &str) -> anyhow::Result<usize> {
+/// One HTTP/1.1 GET (a new connection each time, as a browser tab refresh may be);
+/// returns the whole response, failing unless it is a 200.
+async fn get(addr: &str, path: &str) -> anyhow::Result<Vec<u8>> {
     let mut s = tokio::net::TcpStream::connect(addr).await?;
     s.write_all(
         format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
@@ -177,7 +178,7 @@ async fn get(addr: &str, path: &str) -> anyhow::Result<usize> {
             String::from_utf8_lossy(&buf[..buf.len().min(200)])
         );
     }
-    Ok(buf.len())
+    Ok(buf)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -229,7 +230,7 @@ async fn main() -> anyhow::Result<()> {
     // Wait until the master left safe mode and sees the under-replicated chunks.
     let deadline = Instant::now() + Duration::from_secs(120);
     let overview = loop {
-        let body = reqwest_json(&http_addr, "/api/overview").await?;
+        let body = get_json(&http_addr, "/api/overview").await?;
         if body["safe_mode"] == false && body["under_replicated"] == o.under as u64 {
             break body;
         }
@@ -260,7 +261,7 @@ async fn main() -> anyhow::Result<()> {
         let mut bytes = 0;
         for _ in 0..o.rounds {
             let t = Instant::now();
-            bytes = get(&http_addr, page).await?;
+            bytes = get(&http_addr, page).await?.len();
             times.push(t.elapsed());
         }
         times.sort();
@@ -274,6 +275,11 @@ async fn main() -> anyhow::Result<()> {
             ms(*times.last().unwrap_or(&Duration::ZERO))
         );
     }
+    let after = get_json(&http_addr, "/api/overview").await?;
+    println!(
+        "master scan (holds the state lock, every 500 ms): last {:.1} ms",
+        after["last_scan_us"].as_u64().unwrap_or(0) as f64 / 1000.0
+    );
     println!(
         "worst median {:.2} ms (target < 100 ms): {}",
         worst_median.as_secs_f64() * 1000.0,
@@ -288,14 +294,8 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn reqwest_json(addr: &str, path: &str) -> anyhow::Result<serde_json::Value> {
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).await?;
+async fn get_json(addr: &str, path: &str) -> anyhow::Result<serde_json::Value> {
+    let buf = String::from_utf8(get(addr, path).await?)?;
     let body = buf.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
     serde_json::from_str(body).with_context(|| format!("GET {path}: {body}"))
 }

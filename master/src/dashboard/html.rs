@@ -243,6 +243,13 @@ pub fn overview(v: &Value) -> String {
         &n(v, "last_checkpoint_seq").to_string(),
     );
     card(&mut b, "uptime", "Master uptime", &age(n(v, "uptime_ms")));
+    let scan_ms = n(v, "last_scan_us") as f64 / 1000.0;
+    card(
+        &mut b,
+        "scan",
+        "Last scan (lock held)",
+        &format!("{scan_ms:.1} ms"),
+    );
     let bal = &v["balancer"];
     let balancer = match (bal["running"].as_bool().unwrap_or(false), s(bal, "result")) {
         (true, _) => format!(

@@ -91,6 +91,7 @@ pub fn status_json(s: &ClusterStatusResponse) -> Value {
         "last_op_seq": s.last_op_seq,
         "last_checkpoint_seq": s.last_checkpoint_seq,
         "uptime_ms": s.uptime_ms,
+        "last_scan_us": s.last_scan_us,
         "under_replicated": s.under_replicated,
         "over_replicated": s.over_replicated,
         "corrupt": s.corrupt,
@@ -156,31 +157,13 @@ fn chunk_row(st: &State, chunk: rdfs_proto::ids::ChunkId) -> Option<Value> {
 /// repair queue in the order the scan repairs it (fewest live replicas first).
 pub fn blocks_json(m: &Master) -> Value {
     let st = m.state.lock();
-    let health = st.health_summary();
+    let snapshot = st.health_snapshot();
+    let health = &snapshot.summary;
+    let (problems, queue) = (&snapshot.problems, &snapshot.queue);
     let rate = st.metrics.recent_rate(
         crate::metrics::Rate::ReplicasCopied,
         crate::metrics::REPAIR_RATE_WINDOW,
     );
-    let mut problems = Vec::new();
-    let mut queue = Vec::new();
-    for (chunk, _) in st.ns.chunks() {
-        let Some(h) = st.chunk_health(*chunk) else {
-            continue;
-        };
-        let severity = match h.problem() {
-            "" => continue,
-            "missing" => 0,
-            "corrupt" => 1,
-            "under_replicated" => 2,
-            _ => 3,
-        };
-        problems.push((severity, h.counted, *chunk));
-        if h.copies_needed() > 0 {
-            queue.push((h.counted, *chunk));
-        }
-    }
-    problems.sort_unstable();
-    queue.sort_unstable();
     let matrix: Vec<Value> = health
         .matrix
         .iter()
@@ -208,8 +191,9 @@ pub fn blocks_json(m: &Master) -> Value {
         "problems_total": problems.len(),
         "problems": list(&mut problems.iter().map(|p| p.2)),
         "repair_queue_total": queue.len(),
-        "repair_queue": list(&mut queue.iter().map(|q| q.1)),
+        "repair_queue": list(&mut queue.iter().map(|q| q.chunk)),
         "listed_max": MAX_LISTED_CHUNKS,
+        "as_of_ms_ago": snapshot.taken.elapsed().as_millis() as u64,
     })
 }
 

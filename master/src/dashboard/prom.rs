@@ -146,6 +146,12 @@ pub fn render(s: &ClusterStatusResponse, metrics: &Metrics) -> String {
     );
     gauge(
         o,
+        "rdfs_master_scan_duration_seconds",
+        "How long the last replication scan held the master's state lock.",
+        s.last_scan_us as f64 / 1e6,
+    );
+    gauge(
+        o,
         "rdfs_master_uptime_seconds",
         "Seconds since the master started.",
         s.uptime_ms as f64 / 1000.0,
