@@ -127,10 +127,14 @@ fn card(out: &mut String, id: &str, key: &str, value: &str) {
 
 /// A sparkline of one rate series (`[[unix_ms, per_sec], ...]`).
 fn chart(name: &str, points: &[Value]) -> String {
-    let vals: Vec<f64> = points
+    let mut vals: Vec<f64> = points
         .iter()
         .map(|p| p[1].as_f64().unwrap_or(0.0))
         .collect();
+    // One sample (the first interval after start) draws as a flat line, not nothing.
+    if vals.len() == 1 {
+        vals.push(vals[0]);
+    }
     let max = vals.iter().copied().fold(0.0_f64, f64::max).max(1e-9);
     let last = vals.last().copied().unwrap_or(0.0);
     let step = if vals.len() > 1 {
@@ -522,4 +526,39 @@ pub fn not_found(what: &str) -> String {
         "",
         &format!("<div class=\"banner bad\">{}: not found</div>", esc(what)),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn points_attr(svg: &str) -> Vec<(f64, f64)> {
+        let pts = svg
+            .split("points=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        pts.split_whitespace()
+            .map(|p| {
+                let (x, y) = p.split_once(',').unwrap();
+                (x.parse().unwrap(), y.parse().unwrap())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn charts_scale_to_the_peak_and_a_single_sample_still_draws() {
+        let one = chart("mutations", &[json!([1, 5.0])]);
+        assert_eq!(points_attr(&one), vec![(0.0, 4.0), (CHART_WIDTH, 4.0)]);
+        let two = chart("heartbeats", &[json!([1, 0.0]), json!([2, 10.0])]);
+        assert_eq!(
+            points_attr(&two),
+            vec![(0.0, CHART_HEIGHT - 4.0), (CHART_WIDTH, 4.0)]
+        );
+        assert!(two.contains("heartbeats /s · now 10.0 · peak 10.0"));
+        assert!(esc("<a&\"b>") == "&lt;a&amp;&quot;b&gt;");
+    }
 }
