@@ -148,6 +148,9 @@ impl Master for FakeMaster {
     ) -> Rpc<pb::PrepareAppendResponse> {
         unimplemented()
     }
+    async fn snapshot(&self, _: Request<pb::SnapshotRequest>) -> Rpc<pb::SnapshotResponse> {
+        unimplemented()
+    }
     async fn commit_write(
         &self,
         _: Request<pb::CommitWriteRequest>,

@@ -28,6 +28,7 @@ mod pool;
 pub mod ranges;
 mod read;
 mod records;
+mod snapshot;
 mod stream;
 mod write;
 
@@ -50,6 +51,7 @@ pub use rdfs_proto::pb::{
 pub use rdfs_proto::record::RecordId;
 pub use read::MAX_READ_AT_BYTES;
 pub use records::{Record, RecordReader, READ_WINDOW_BYTES};
+pub use snapshot::SnapshotInfo;
 pub use stream::{PieceReader, GET_PIECE_BYTES, PUT_PIECE_BYTES};
 
 use master::Masters;

@@ -10,11 +10,14 @@ use bincode::Options;
 
 use crate::error::MasterError;
 use crate::fsutil::durable_write;
-use crate::namespace::{Namespace, NamespaceV1};
+use crate::namespace::{Namespace, NamespaceV1, NamespaceV2};
 
 pub const CHECKPOINT_MAGIC: &[u8; 8] = b"RDFSCKPT";
-/// 2: inodes carry xattrs, symlinks/FIFOs exist, the namespace keeps orphans.
-pub const CHECKPOINT_VERSION: u32 = 2;
+/// 3: chunks carry reference counts and pending copies (snapshots), the namespace keeps the
+/// trash entries.
+pub const CHECKPOINT_VERSION: u32 = 3;
+/// 2: inodes carry xattrs, symlinks/FIFOs exist, the namespace keeps orphans; still loaded.
+const CHECKPOINT_VERSION_V2: u32 = 2;
 /// The format before hard links and xattrs; still loaded (converted).
 const CHECKPOINT_VERSION_V1: u32 = 1;
 /// Checkpoints kept on disk (the older one covers a damaged newest one).
@@ -73,6 +76,10 @@ pub fn decode(buf: &[u8]) -> Result<(u64, Namespace), String> {
         CHECKPOINT_VERSION => codec()
             .deserialize(&body[HEADER_BYTES..])
             .map_err(|e| format!("undecodable namespace: {e}"))?,
+        CHECKPOINT_VERSION_V2 => codec()
+            .deserialize::<NamespaceV2>(&body[HEADER_BYTES..])
+            .map_err(|e| format!("undecodable format-2 namespace: {e}"))?
+            .into(),
         CHECKPOINT_VERSION_V1 => codec()
             .deserialize::<NamespaceV1>(&body[HEADER_BYTES..])
             .map_err(|e| format!("undecodable format-1 namespace: {e}"))?

@@ -29,6 +29,7 @@ mod placement;
 mod replication;
 mod retry_cache;
 mod service;
+mod snapshot;
 mod state;
 mod status;
 mod write;

@@ -79,7 +79,7 @@ pub(crate) fn attr(ino: &Inode, default_replication: u32) -> FileAttr {
 }
 
 impl State {
-    fn attr_of_path(&self, p: &str) -> Result<FileAttr, Status> {
+    pub(crate) fn attr_of_path(&self, p: &str) -> Result<FileAttr, Status> {
         let id = self.ns.resolve(p).map_err(|e| ns_status(p, e))?;
         let ino = self
             .ns
@@ -557,6 +557,14 @@ impl MasterRpc for MasterService {
             .prepare_write(InodeId(r.inode), r.chunk_index, r.failed_replicas)
             .await?;
         Ok(Response::new(resp))
+    }
+    async fn snapshot(
+        &self,
+        r: Request<SnapshotRequest>,
+    ) -> Result<Response<SnapshotResponse>, Status> {
+        let r = r.into_inner();
+        let id = r.request_id.clone();
+        self.once(id, self.master.snapshot(r)).await
     }
     async fn prepare_append(
         &self,

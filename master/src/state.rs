@@ -63,6 +63,9 @@ pub struct State {
     pub handles: HandleTable,
     /// Orphans found at recovery are kept until then, so clients can re-register handles.
     pub orphan_grace_until: std::time::Instant,
+    /// Chunks a snapshot in progress is about to share (how many snapshots): no lease is
+    /// granted on them until it is logged (not logged itself).
+    pub frozen: std::collections::HashMap<ChunkId, u32>,
 }
 
 pub struct Master {
@@ -164,6 +167,7 @@ impl State {
             default_replication,
             handles: HandleTable::default(),
             orphan_grace_until: std::time::Instant::now(),
+            frozen: Default::default(),
         }
     }
 
@@ -194,7 +198,7 @@ impl State {
     /// Freed chunks: their replicas are garbage and their leases void.
     fn after_apply(&mut self, applied: Applied) {
         for chunk in applied.freed_chunks {
-            self.leases.revoke(chunk);
+            self.leases.forget(chunk);
             for (server, version) in self.cmap.forget_chunk(chunk) {
                 self.queue_delete(server, chunk, version);
             }

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use rdfs_proto::dataplane::{DataConn, Msg, SetVersionRequest};
+use rdfs_proto::dataplane::{CopyChunkRequest, DataConn, Msg, SetVersionRequest};
 use rdfs_proto::ids::{ChunkId, ChunkVersion, ChunkserverId, InodeId, LeaseSerial};
 use rdfs_proto::limits::MAX_FILE_SIZE;
 use rdfs_proto::pb::{PrepareAppendResponse, PrepareWriteResponse};
@@ -22,17 +22,22 @@ use crate::state::{Master, State};
 
 /// Deadline for one SetVersion round trip (connect included).
 pub const SET_VERSION_TIMEOUT: Duration = Duration::from_secs(2);
+/// Deadline for one local chunk copy (copy-on-write): read, write, fsync and verify of up
+/// to a whole chunk.
+pub const COPY_CHUNK_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// What the locked planning step decided.
 enum Decision {
     /// A valid lease exists: hand it out again.
     Reuse(PrepareWriteResponse),
-    /// Ask `targets` to persist `version` (creating the chunk when `create`).
+    /// Ask `targets` to persist `version` (creating the chunk when `create`) — or, with
+    /// `copy_from`, to make the chunk a local copy of that (shared) chunk at that version.
     Grant {
         chunk: ChunkId,
         version: ChunkVersion,
         targets: Vec<ChunkserverId>,
         create: bool,
+        copy_from: Option<(ChunkId, ChunkVersion)>,
     },
 }
 
@@ -150,6 +155,17 @@ impl State {
         let Some(chunk) = chunks.get(&req.index).copied() else {
             return self.plan_new_chunk(req, replication, ctx);
         };
+        if self.frozen.contains_key(&chunk) {
+            let msg = format!("chunk {chunk}: a snapshot is being taken");
+            return Err(ErrorCode::Busy.status(msg));
+        }
+        let meta =
+            self.ns.chunk(chunk).copied().ok_or_else(|| {
+                ErrorCode::Internal.status(format!("chunk {chunk} not in the table"))
+            })?;
+        if meta.refs > 1 {
+            return self.plan_copy_on_write(req, chunk, meta.version);
+        }
         if let Some(resp) = self.reusable_lease(chunk, &req.failed, ctx) {
             return Ok((vec![], Decision::Reuse(resp)));
         }
@@ -182,6 +198,43 @@ impl State {
                 version,
                 targets,
                 create,
+                copy_from: None,
+            },
+        ))
+    }
+
+    /// The first write to a chunk a snapshot shares: the file gets a new chunk id (logged),
+    /// made a local copy of the shared chunk on every live replica holding it; the write
+    /// then goes to the copy, and the shared chunk stays as the other files know it.
+    fn plan_copy_on_write(
+        &self,
+        req: &PrepareReq,
+        shared: ChunkId,
+        version: ChunkVersion,
+    ) -> Result<(Vec<Op>, Decision), Status> {
+        let sources = self.cmap.current_replicas(shared, version);
+        if sources.is_empty() {
+            return Err(ErrorCode::Unavailable.status(format!(
+                "chunk {shared} (shared with a snapshot): no live replica at version {version} to copy"
+            )));
+        }
+        let op = self
+            .ns
+            .plan_copy_on_write(req.inode, req.index)
+            .map_err(|e| e.code.status(format!("inode {}: {}", req.inode, e.detail)))?;
+        let Op::CopyOnWrite { to, version: v, .. } = &op else {
+            return Err(ErrorCode::Internal.status("copy-on-write plan"));
+        };
+        let (to, v) = (*to, *v);
+        tracing::info!(chunk_id = %shared, copy = %to, inode = %req.inode, index = req.index, "copy-on-write of a shared chunk");
+        Ok((
+            vec![op],
+            Decision::Grant {
+                chunk: to,
+                version: v,
+                targets: sources,
+                create: true,
+                copy_from: Some((shared, version)),
             },
         ))
     }
@@ -200,15 +253,28 @@ impl State {
             let msg = format!("chunk {chunk}: a lease grant is in progress");
             return Err(ErrorCode::Busy.status(msg));
         }
-        let v = self.ns.chunk(chunk).map(|m| m.version).unwrap_or_default();
+        let meta = self.ns.chunk(chunk).copied();
+        let v = meta.map(|m| m.version).unwrap_or_default();
         let mut targets = self.cmap.current_replicas(chunk, v);
         let create = targets.is_empty();
+        let mut copy_from = None;
         if create {
-            if !empty {
-                let msg = format!("chunk {chunk}: no live replica at version {v}");
-                return Err(ErrorCode::Unavailable.status(msg));
+            let source = meta.and_then(|m| m.copy_of).and_then(|src| {
+                let sv = self.ns.chunk(src)?.version;
+                Some((src, sv, self.cmap.current_replicas(src, sv)))
+            });
+            match source {
+                // A copy-on-write copy not made yet anywhere: make it again.
+                Some((src, sv, holders)) if !holders.is_empty() => {
+                    targets = holders;
+                    copy_from = Some((src, sv));
+                }
+                _ if !empty => {
+                    let msg = format!("chunk {chunk}: no live replica at version {v}");
+                    return Err(ErrorCode::Unavailable.status(msg));
+                }
+                _ => targets = self.place_new(replication, ctx.min_replicas)?,
             }
-            targets = self.place_new(replication, ctx.min_replicas)?;
         }
         let version = ChunkVersion(v.0 + 1);
         let op = Op::SetChunkVersion {
@@ -222,6 +288,7 @@ impl State {
                 version,
                 targets,
                 create,
+                copy_from,
             },
         ))
     }
@@ -262,10 +329,18 @@ impl GrantCtx {
     }
 }
 
+/// What a decided grant does, once the decision is logged.
+struct GrantPlan {
+    version: ChunkVersion,
+    targets: Vec<ChunkserverId>,
+    create: bool,
+    copy_from: Option<(ChunkId, ChunkVersion)>,
+}
+
 /// Ends a chunk's grant-in-progress mark when dropped.
-struct GrantGuard<'a> {
-    master: &'a Master,
-    chunk: ChunkId,
+pub(crate) struct GrantGuard<'a> {
+    pub(crate) master: &'a Master,
+    pub(crate) chunk: ChunkId,
 }
 
 impl Drop for GrantGuard<'_> {
@@ -274,24 +349,22 @@ impl Drop for GrantGuard<'_> {
     }
 }
 
-/// One SetVersion round trip with a deadline.
-async fn set_version(addr: String, req: SetVersionRequest) -> Result<(), String> {
+/// One master → chunkserver data-plane round trip (`SetVersion`, `CopyChunk`) answered `Ok`.
+async fn call_replica(addr: String, msg: Msg, timeout: Duration) -> Result<(), String> {
     let call = async {
-        let mut conn = DataConn::connect_timeout(&addr, SET_VERSION_TIMEOUT)
+        let connect = timeout.min(SET_VERSION_TIMEOUT);
+        let mut conn = DataConn::connect_timeout(&addr, connect)
             .await
             .map_err(|e| e.to_string())?;
-        conn.set_io_timeout(SET_VERSION_TIMEOUT);
-        let frame = conn
-            .call(&Msg::SetVersion(req))
-            .await
-            .map_err(|e| e.to_string())?;
+        conn.set_io_timeout(timeout);
+        let frame = conn.call(&msg).await.map_err(|e| e.to_string())?;
         match frame.msg {
             Msg::Ok => Ok(()),
             Msg::Error { code, message } => Err(format!("{code}: {message}")),
             other => Err(format!("unexpected reply {}", other.kind())),
         }
     };
-    tokio::time::timeout(SET_VERSION_TIMEOUT, call)
+    tokio::time::timeout(timeout, call)
         .await
         .map_err(|_| "timed out".to_string())?
 }
@@ -375,14 +448,23 @@ impl Master {
                 },
             )
             .await?;
-        let (chunk, version, targets, create) = match decision {
+        let (chunk, plan) = match decision {
             Decision::Reuse(resp) => return Ok((resp, index)),
             Decision::Grant {
                 chunk,
                 version,
                 targets,
                 create,
-            } => (chunk, version, targets, create),
+                copy_from,
+            } => (
+                chunk,
+                GrantPlan {
+                    version,
+                    targets,
+                    create,
+                    copy_from,
+                },
+            ),
         };
         // The guard clears the in-progress mark even if the client goes away mid-grant
         // (tonic drops the handler future), so the chunk cannot stay Busy forever.
@@ -390,19 +472,42 @@ impl Master {
             master: self,
             chunk,
         };
-        let grant = self.grant(chunk, version, targets, create, &ctx).await?;
+        let grant = self.grant(chunk, plan, &ctx).await?;
+        self.finish_copy(chunk).await?;
         Ok((grant, index))
     }
 
-    /// Has the targets persist `version`, then grants the lease to those that did.
+    /// Logs `CopyDone` for a copy-on-write chunk that now has replicas — before the grant
+    /// is handed out, so no client write lands in a copy that could still be made again.
+    async fn finish_copy(&self, chunk: ChunkId) -> Result<(), Status> {
+        self.mutate_ops(
+            |st| {
+                let pending = st.ns.chunk(chunk).is_some_and(|m| m.copy_of.is_some());
+                Ok(if pending {
+                    vec![Op::CopyDone { chunk }]
+                } else {
+                    vec![]
+                })
+            },
+            |_| (),
+        )
+        .await
+    }
+
+    /// Has the targets persist `version` (or make their copy), then grants the lease to
+    /// those that did.
     async fn grant(
         &self,
         chunk: ChunkId,
-        version: ChunkVersion,
-        targets: Vec<ChunkserverId>,
-        create: bool,
+        plan: GrantPlan,
         ctx: &GrantCtx,
     ) -> Result<PrepareWriteResponse, Status> {
+        let GrantPlan {
+            version,
+            targets,
+            create,
+            copy_from,
+        } = plan;
         let serial = self.next_lease_serial();
         let req = SetVersionRequest {
             chunk_id: chunk,
@@ -412,8 +517,23 @@ impl Master {
             create,
         };
         let mut tried = targets.clone();
-        let mut ok = self.set_versions(chunk, &targets, &req).await;
-        if create && ok.len() < ctx.min_replicas as usize {
+        let mut ok = match copy_from {
+            Some((src, src_version)) => {
+                let copy = CopyChunkRequest {
+                    src,
+                    src_version,
+                    dst: chunk,
+                    dst_version: version,
+                    epoch: req.epoch,
+                    lease_serial: serial,
+                };
+                self.copy_chunks(&targets, &copy).await
+            }
+            None => self.set_versions(chunk, &targets, &req).await,
+        };
+        // Degraded placement applies to new chunks; a copy can only be made where its
+        // source is (re-replication adds the missing copies later).
+        if create && copy_from.is_none() && ok.len() < ctx.min_replicas as usize {
             // Degraded placement: try other servers for the missing replicas once.
             let more = {
                 let st = self.state.lock();
@@ -448,11 +568,36 @@ impl Master {
     }
 
     /// SetVersion on every target concurrently; returns those that answered Ok, in order.
-    async fn set_versions(
+    pub(crate) async fn set_versions(
         &self,
         chunk: ChunkId,
         targets: &[ChunkserverId],
         req: &SetVersionRequest,
+    ) -> Vec<ChunkserverId> {
+        let msg = Msg::SetVersion(req.clone());
+        self.call_replicas(chunk, targets, &msg, SET_VERSION_TIMEOUT, "SetVersion")
+            .await
+    }
+
+    /// CopyChunk on every target concurrently; returns those whose copy is made, in order.
+    async fn copy_chunks(
+        &self,
+        targets: &[ChunkserverId],
+        req: &CopyChunkRequest,
+    ) -> Vec<ChunkserverId> {
+        let msg = Msg::CopyChunk(req.clone());
+        self.call_replicas(req.dst, targets, &msg, COPY_CHUNK_TIMEOUT, "CopyChunk")
+            .await
+    }
+
+    /// Sends `msg` to every target concurrently; returns those that answered Ok, in order.
+    async fn call_replicas(
+        &self,
+        chunk: ChunkId,
+        targets: &[ChunkserverId],
+        msg: &Msg,
+        timeout: Duration,
+        what: &str,
     ) -> Vec<ChunkserverId> {
         let addrs: Vec<(ChunkserverId, String)> = {
             let st = self.state.lock();
@@ -463,13 +608,13 @@ impl Master {
         };
         let calls = addrs
             .iter()
-            .map(|(_, a)| set_version(a.clone(), req.clone()));
+            .map(|(_, a)| call_replica(a.clone(), msg.clone(), timeout));
         let results = join_all(calls).await;
         let mut ok = Vec::new();
         for ((id, addr), r) in addrs.into_iter().zip(results) {
             match r {
                 Ok(()) => ok.push(id),
-                Err(e) => tracing::warn!(chunk_id = %chunk, %addr, error = %e, "SetVersion failed"),
+                Err(e) => tracing::warn!(chunk_id = %chunk, %addr, error = %e, "{what} failed"),
             }
         }
         ok

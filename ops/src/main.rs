@@ -1,7 +1,7 @@
 //! `dfs`: the rdfs command-line tool.
 //!
 //! User commands (`put`, `get`, `cat`, `ls`, `mkdir`, `rm`, `mv`, `stat`, `du`, `df`, `fsck`,
-//! `setrep`, `append`, `records`) and operator commands (`admin ...`, in [`admin`]) talk to the
+//! `setrep`, `append`, `records`, `snapshot`) and operator commands (`admin ...`, in [`admin`]) talk to the
 //! cluster through `rdfs-client`; server commands (`master`, `chunkserver`,
 //! `cluster up`) live in [`servers`] and run their own runtime.
 //!
@@ -15,6 +15,7 @@ mod format;
 mod mount;
 mod records;
 mod servers;
+mod snapshot;
 mod transfer;
 
 use std::process::ExitCode;
@@ -95,6 +96,8 @@ enum Command {
     Append(records::AppendArgs),
     /// Print the records of a file written by `append`, each once.
     Records(records::RecordsArgs),
+    /// Copy-on-write snapshot of a file or directory tree (metadata only until written).
+    Snapshot(snapshot::SnapshotArgs),
     /// Mount the file system with FUSE (foreground; Ctrl-C or SIGTERM unmounts).
     Mount(mount::MountArgs),
     /// Run a master server.
@@ -221,6 +224,7 @@ fn run_user_command(
             Command::Admin { command } => admin::run(&client, command).await,
             Command::Append(args) => records::append(&client, args).await,
             Command::Records(args) => records::records(&client, args).await,
+            Command::Snapshot(args) => snapshot::snapshot(&client, args).await,
             Command::Master(_)
             | Command::Chunkserver(_)
             | Command::Cluster { .. }

@@ -15,7 +15,9 @@ mod write;
 
 use std::sync::Arc;
 
-use rdfs_proto::dataplane::{ChunkInfo, DataConn, Frame, FrameError, Msg, SetVersionRequest};
+use rdfs_proto::dataplane::{
+    ChunkInfo, CopyChunkRequest, DataConn, Frame, FrameError, Msg, SetVersionRequest,
+};
 use rdfs_proto::limits::MAX_DATAPLANE_CONNECTIONS;
 use rdfs_proto::ErrorCode;
 use tokio::net::{TcpListener, TcpStream};
@@ -25,6 +27,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::node::{Node, ReqError};
+use crate::store::StoreError;
 
 pub use write::DOWNSTREAM_ERROR_PREFIX;
 
@@ -120,6 +123,12 @@ async fn dispatch(node: &Arc<Node>, conn: &mut DataConn, frame: Frame) -> Result
                 .map_or_else(error_msg, |()| Msg::Ok);
             conn.send(&reply, &[]).await
         }
+        Msg::CopyChunk(req) => {
+            let reply = copy_chunk(node, req)
+                .await
+                .map_or_else(error_msg, |()| Msg::Ok);
+            conn.send(&reply, &[]).await
+        }
         Msg::Ping => {
             conn.send(
                 &Msg::Pong {
@@ -191,11 +200,54 @@ async fn set_version(node: &Arc<Node>, req: SetVersionRequest) -> Result<(), Req
     .await
 }
 
+/// `CopyChunk` from the master (copy-on-write after a snapshot): a local copy of `src`
+/// under the new id `dst`, durable and verified before answering.
+async fn copy_chunk(node: &Arc<Node>, req: CopyChunkRequest) -> Result<(), ReqError> {
+    let span = tracing::info_span!("copy_chunk", src = %req.src, dst = %req.dst, version = %req.dst_version);
+    async move {
+        node.check_epoch(req.epoch).await?;
+        if req.src == req.dst {
+            return Err(ReqError::new(
+                ErrorCode::InvalidArgument,
+                format!("chunk {}: copy onto itself", req.src),
+            ));
+        }
+        // Both chunks' mutation locks, in id order so two copies never wait on each other.
+        let (first, second) = if req.src < req.dst {
+            (req.src, req.dst)
+        } else {
+            (req.dst, req.src)
+        };
+        let _a = node.lock_chunk(first).await;
+        let _b = node.lock_chunk(second).await;
+        let CopyChunkRequest {
+            src,
+            src_version,
+            dst,
+            dst_version,
+            lease_serial,
+            ..
+        } = req;
+        let copied = node
+            .blocking(move |s| s.copy_local(src, src_version, dst, dst_version, lease_serial))
+            .await;
+        if let Err(StoreError::ChecksumMismatch { .. }) = &copied {
+            node.report_bad(src);
+        }
+        copied?;
+        Ok(())
+    }
+    .instrument(span)
+    .await
+}
+
 fn error_msg(e: ReqError) -> Msg {
     Msg::error(e.code, e.message)
 }
 
 #[cfg(test)]
 mod append_tests;
+#[cfg(test)]
+mod copy_tests;
 #[cfg(test)]
 mod tests;

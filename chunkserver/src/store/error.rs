@@ -31,6 +31,12 @@ pub enum StoreError {
         stored: ChunkVersion,
         requested: ChunkVersion,
     },
+    #[error("chunk {chunk}: replica holds version {held}, the request is for {wanted}")]
+    WrongVersion {
+        chunk: ChunkId,
+        held: ChunkVersion,
+        wanted: ChunkVersion,
+    },
     #[error("chunk {chunk}: mutation serial {serial} is not after the last applied {last}")]
     SerialOutOfOrder {
         chunk: ChunkId,
@@ -76,7 +82,9 @@ impl StoreError {
                 ErrorCode::ChecksumMismatch
             }
             StoreError::NoSpace(_) => ErrorCode::NoSpace,
-            StoreError::VersionRegression { .. } => ErrorCode::StaleVersion,
+            StoreError::VersionRegression { .. } | StoreError::WrongVersion { .. } => {
+                ErrorCode::StaleVersion
+            }
             StoreError::SerialOutOfOrder { .. } => ErrorCode::LeaseMismatch,
             StoreError::CorruptMeta { .. } => ErrorCode::Corrupt,
             StoreError::ShortReplica { .. } | StoreError::BadRecord { .. } => ErrorCode::Malformed,

@@ -13,6 +13,9 @@ use rdfs_proto::dataplane::ChunkInfo;
 use rdfs_proto::ids::{ChunkId, ChunkVersion, LeaseSerial};
 use rdfs_proto::limits::BLOCK_SIZE;
 
+/// Bytes read at a time while copying a chunk locally.
+const COPY_PIECE_BYTES: u64 = 4 << 20;
+
 use super::{
     block_of, open_rw, read_at_zero_fill, sync_dir, write_meta, ChunkMeta, ChunkPaths, ChunkStore,
     Replica, Result, StoreError,
@@ -262,6 +265,64 @@ impl ChunkStore {
             version,
             len: inst.len,
         })
+    }
+
+    /// Copy-on-write: makes a new local replica `dst` at `dst_version` (with lease serial
+    /// `lease`) holding exactly the bytes of our replica of `src` at `src_version`. The source
+    /// is read block-verified and the copy is verified, fsynced and installed like a received
+    /// replica, so a corrupt source fails the copy instead of spreading. The caller holds both
+    /// chunks' mutation locks.
+    pub fn copy_local(
+        &self,
+        src: ChunkId,
+        src_version: ChunkVersion,
+        dst: ChunkId,
+        dst_version: ChunkVersion,
+        lease: LeaseSerial,
+    ) -> Result<ChunkInfo> {
+        if src == dst {
+            return Err(StoreError::InvalidId(dst));
+        }
+        let st = self.state(src)?;
+        if st.quarantined {
+            return Err(StoreError::Quarantined(src));
+        }
+        if st.version != src_version {
+            return Err(StoreError::WrongVersion {
+                chunk: src,
+                held: st.version,
+                wanted: src_version,
+            });
+        }
+        if let Ok(held) = self.state(dst) {
+            // Never over a copy that may already have been written to.
+            if !held.quarantined && held.version >= dst_version {
+                return Err(StoreError::VersionRegression {
+                    chunk: dst,
+                    stored: held.version,
+                    requested: dst_version,
+                });
+            }
+        }
+        let mut inst = self.begin_install(dst)?;
+        let mut pos = 0u64;
+        while pos < st.len {
+            let n = (st.len - pos).min(COPY_PIECE_BYTES);
+            let bytes = self.read(src, pos, n)?;
+            if bytes.len() as u64 != n {
+                return Err(StoreError::ShortReplica {
+                    chunk: src,
+                    got: pos + bytes.len() as u64,
+                    expected: st.len,
+                });
+            }
+            inst.append(&bytes)?;
+            pos += n;
+        }
+        let info = self.finish_install(inst, dst_version, st.len)?;
+        self.set_version(dst, dst_version, lease)?;
+        tracing::info!(src = %src, dst = %dst, len = st.len, version = %dst_version, "chunk copied locally (copy-on-write)");
+        Ok(info)
     }
 
     /// Checks `offset + len` against the chunk size; returns the end offset.

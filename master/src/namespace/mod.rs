@@ -6,7 +6,8 @@
 //! exactly one entry and its `nlink` is 2 + its subdirectories; any other inode is named by
 //! `nlink` entries (hard links), and one with `nlink == 0` is an orphan (in `orphans`) kept
 //! alive for open handles until `RemoveOrphan`; every chunk in a file's chunk list is in the
-//! chunk table with that (inode, index) and vice versa; `next_inode` / `next_chunk_id` are
+//! chunk table, and a table entry's `refs` counts the chunk lists (and pending copies) naming
+//! it (snapshots share chunks, see `snapshot`); `next_inode` / `next_chunk_id` are
 //! above every allocated id. `parent`/`name` of a hard-linked inode name one of its links
 //! (used only to print paths).
 
@@ -15,6 +16,9 @@ pub mod perm;
 mod posix;
 #[cfg(test)]
 mod posix_tests;
+mod snapshot;
+#[cfg(test)]
+mod snapshot_tests;
 #[cfg(test)]
 mod tests;
 
@@ -28,6 +32,7 @@ use serde::{Deserialize, Serialize};
 pub use op::{NewKind, Op};
 pub use perm::Cred;
 pub use posix::{CreatePlan, SetAttrPlan};
+pub use snapshot::{SnapshotPlan, MAX_SNAPSHOT_INODES};
 
 /// Default permission bits of the root directory.
 const ROOT_MODE: u32 = 0o755;
@@ -93,12 +98,48 @@ impl Inode {
     }
 }
 
-/// Where a chunk lives in the namespace and which version is current.
+/// Which version of a chunk is current, who first owned it, and who references it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkMeta {
     pub version: ChunkVersion,
+    /// The file (and index) the chunk was allocated for; after a snapshot other files may
+    /// reference it too, and this owner may be gone (used for the replication factor and
+    /// for naming the chunk in reports).
     pub inode: InodeId,
     pub index: u64,
+    /// File chunk-list entries naming this chunk, plus copies whose `copy_of` names it.
+    pub refs: u32,
+    /// A copy-on-write copy not yet made on any replica: the chunk it copies.
+    pub copy_of: Option<ChunkId>,
+}
+
+/// The chunk table entry as checkpoint formats 1 and 2 stored it (no sharing).
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct ChunkMetaV2 {
+    version: ChunkVersion,
+    inode: InodeId,
+    index: u64,
+}
+
+impl From<ChunkMetaV2> for ChunkMeta {
+    fn from(m: ChunkMetaV2) -> ChunkMeta {
+        ChunkMeta {
+            version: m.version,
+            inode: m.inode,
+            index: m.index,
+            refs: 1,
+            copy_of: None,
+        }
+    }
+}
+
+/// A trashed entry (`dfs rm`): whose it is, where it was, and when it was deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrashEntry {
+    pub uid: u32,
+    /// Absolute path it had.
+    pub origin: String,
+    pub deleted_ns: i64,
 }
 
 /// What an applied op changed that the rest of the master must react to.
@@ -116,8 +157,9 @@ pub struct Namespace {
     next_chunk_id: u64,
     epoch: Epoch,
     /// Inodes with no links left, kept for open handles.
-    #[serde(default)]
     orphans: BTreeSet<InodeId>,
+    /// Entries of the per-user trash directories, by inode.
+    trash: BTreeMap<InodeId, TrashEntry>,
 }
 
 impl Default for Namespace {
@@ -154,6 +196,7 @@ impl Namespace {
             next_chunk_id: 1,
             epoch: Epoch(1),
             orphans: BTreeSet::new(),
+            trash: BTreeMap::new(),
         }
     }
 
@@ -552,6 +595,22 @@ impl Namespace {
                 ino.ctime_ns = *time_ns;
                 Ok(Applied::default())
             }
+            Op::Snapshot {
+                src,
+                dst_parent,
+                dst_name,
+                first_inode,
+                owner,
+                time_ns,
+            } => self.apply_snapshot(*src, *dst_parent, dst_name, *first_inode, *owner, *time_ns),
+            Op::CopyOnWrite {
+                inode,
+                index,
+                from,
+                to,
+                version,
+            } => self.apply_copy_on_write(*inode, *index, *from, *to, *version),
+            Op::CopyDone { chunk } => self.apply_copy_done(*chunk),
             other => self.apply_posix(other),
         }
     }
@@ -642,18 +701,15 @@ impl Namespace {
         let ino = self.file_mut(id)?;
         ino.mtime_ns = time_ns;
         ino.ctime_ns = time_ns;
-        let freed = match &mut ino.kind {
+        let dropped = match &mut ino.kind {
             NodeKind::File { size, chunks } => {
                 *size = 0;
                 std::mem::take(chunks).into_values().collect::<Vec<_>>()
             }
             _ => Vec::new(),
         };
-        for c in &freed {
-            self.chunks.remove(c);
-        }
         Ok(Applied {
-            freed_chunks: freed,
+            freed_chunks: self.release_chunks(dropped),
         })
     }
 
@@ -675,16 +731,14 @@ impl Namespace {
                 continue;
             };
             self.orphans.remove(&id);
+            self.trash.remove(&id);
             match ino.kind {
                 NodeKind::Dir { entries } => stack.extend(entries.into_values()),
                 NodeKind::File { chunks, .. } => freed.extend(chunks.into_values()),
                 NodeKind::Symlink { .. } | NodeKind::Fifo => {}
             }
         }
-        for c in &freed {
-            self.chunks.remove(c);
-        }
-        freed
+        self.release_chunks(freed)
     }
 
     fn delete_entry(
@@ -761,6 +815,8 @@ impl Namespace {
                 version,
                 inode,
                 index,
+                refs: 1,
+                copy_of: None,
             },
         );
         self.next_chunk_id = chunk_id.0 + 1;
@@ -804,10 +860,37 @@ struct InodeV1 {
 #[derive(Debug, Deserialize)]
 pub struct NamespaceV1 {
     inodes: HashMap<InodeId, InodeV1>,
-    chunks: HashMap<ChunkId, ChunkMeta>,
+    chunks: HashMap<ChunkId, ChunkMetaV2>,
     next_inode: u64,
     next_chunk_id: u64,
     epoch: Epoch,
+}
+
+/// The namespace as checkpoint format 2 stored it (before shared chunks and the trash).
+#[derive(Debug, Deserialize)]
+pub struct NamespaceV2 {
+    inodes: HashMap<InodeId, Inode>,
+    chunks: HashMap<ChunkId, ChunkMetaV2>,
+    next_inode: u64,
+    next_chunk_id: u64,
+    epoch: Epoch,
+    orphans: BTreeSet<InodeId>,
+}
+
+impl From<NamespaceV2> for Namespace {
+    fn from(v2: NamespaceV2) -> Namespace {
+        let mut ns = Namespace {
+            inodes: v2.inodes,
+            chunks: v2.chunks.into_iter().map(|(c, m)| (c, m.into())).collect(),
+            next_inode: v2.next_inode,
+            next_chunk_id: v2.next_chunk_id,
+            epoch: v2.epoch,
+            orphans: v2.orphans,
+            trash: BTreeMap::new(),
+        };
+        ns.recount_refs();
+        ns
+    }
 }
 
 impl From<NamespaceV1> for Namespace {
@@ -853,13 +936,16 @@ impl From<NamespaceV1> for Namespace {
                 d.nlink = n;
             }
         }
-        Namespace {
+        let mut ns = Namespace {
             inodes,
-            chunks: v1.chunks,
+            chunks: v1.chunks.into_iter().map(|(c, m)| (c, m.into())).collect(),
             next_inode: v1.next_inode,
             next_chunk_id: v1.next_chunk_id,
             epoch: v1.epoch,
             orphans: BTreeSet::new(),
-        }
+            trash: BTreeMap::new(),
+        };
+        ns.recount_refs();
+        ns
     }
 }

@@ -133,6 +133,30 @@ pub enum Op {
         replication: u32,
         time_ns: i64,
     },
+    // ---- issue 4: snapshots (appended; earlier variants keep their bincode index) ----
+    /// Copies the metadata of `src` (a file or a whole tree) as `dst_name` in `dst_parent`;
+    /// new inode ids are `first_inode..` in depth-first, name order; shared chunks gain a
+    /// reference. `owner`: copies owned by this (uid, gid), set-id bits cleared (a non-root
+    /// caller); `None` keeps the owners.
+    Snapshot {
+        src: InodeId,
+        dst_parent: InodeId,
+        dst_name: String,
+        first_inode: InodeId,
+        owner: Option<(u32, u32)>,
+        time_ns: i64,
+    },
+    /// The first write to shared chunk `from` at `index` of `inode`: the file now names chunk
+    /// `to` (at `version`), a local copy of `from` to be made on `from`'s replicas.
+    CopyOnWrite {
+        inode: InodeId,
+        index: u64,
+        from: ChunkId,
+        to: ChunkId,
+        version: ChunkVersion,
+    },
+    /// A replica of copy `chunk` exists: it no longer needs (a reference on) its source.
+    CopyDone { chunk: ChunkId },
 }
 
 /// What a `CreateNode` makes.
@@ -166,6 +190,9 @@ impl Op {
             Op::SetXattr { .. } => "set_xattr",
             Op::RemoveXattr { .. } => "remove_xattr",
             Op::SetReplication { .. } => "set_replication",
+            Op::Snapshot { .. } => "snapshot",
+            Op::CopyOnWrite { .. } => "copy_on_write",
+            Op::CopyDone { .. } => "copy_done",
         }
     }
 }

@@ -827,12 +827,8 @@ impl Namespace {
                 };
                 *cur = *size;
                 let dropped = chunks.split_off(drop_from_index);
-                let freed: Vec<_> = dropped.into_values().collect();
-                for c in &freed {
-                    self.chunks.remove(c);
-                }
                 Ok(Applied {
-                    freed_chunks: freed,
+                    freed_chunks: self.release_chunks(dropped.into_values().collect()),
                 })
             }
             Op::SetXattr {
@@ -935,15 +931,13 @@ impl Namespace {
                 format!("inode {id} is not an orphan"),
             ));
         }
-        let freed = match self.inodes.remove(&id).map(|i| i.kind) {
+        let dropped = match self.inodes.remove(&id).map(|i| i.kind) {
             Some(NodeKind::File { chunks, .. }) => chunks.into_values().collect::<Vec<_>>(),
             _ => Vec::new(),
         };
-        for c in &freed {
-            self.chunks.remove(c);
-        }
+        self.trash.remove(&id);
         Ok(Applied {
-            freed_chunks: freed,
+            freed_chunks: self.release_chunks(dropped),
         })
     }
 

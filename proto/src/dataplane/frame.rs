@@ -110,6 +110,19 @@ pub struct PadRequest {
     pub serial: u64,
 }
 
+/// From the master, for copy-on-write after a snapshot: copy the local replica of `src` (at
+/// `src_version`) as a new replica `dst` at `dst_version` with the lease serial of the
+/// grant that follows. Answered `Ok` once the copy is verified and durable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyChunkRequest {
+    pub src: ChunkId,
+    pub src_version: ChunkVersion,
+    pub dst: ChunkId,
+    pub dst_version: ChunkVersion,
+    pub epoch: Epoch,
+    pub lease_serial: LeaseSerial,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Msg {
     Write(WriteRequest),
@@ -147,6 +160,9 @@ pub enum Msg {
     },
     /// `Pad` → `WriteOk` | `Error` (primary to replicas only).
     Pad(PadRequest),
+    // ---- snapshots (appended) ----
+    /// `CopyChunk` → `Ok` | `Error` (master to a chunkserver; a local copy, no transfer).
+    CopyChunk(CopyChunkRequest),
 }
 
 impl Msg {
@@ -177,6 +193,7 @@ impl Msg {
             Msg::AppendOk(_) => "append_ok",
             Msg::ChunkFull { .. } => "chunk_full",
             Msg::Pad(_) => "pad",
+            Msg::CopyChunk(_) => "copy_chunk",
         }
     }
 }

@@ -18,6 +18,7 @@
 //! - `Ping` → `Pong`; `ChunkInfo` → `ChunkInfoOk` | `Error`
 //! - `Append` → `Data`… (one framed record) → `AppendOk` | `ChunkFull` | `Error`
 //! - `Pad` → `WriteOk` | `Error` (primary to replicas, when a record did not fit)
+//! - `CopyChunk` → `Ok` | `Error` (master: copy a shared chunk locally under a new id)
 
 pub mod codec;
 pub mod conn;

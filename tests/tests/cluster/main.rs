@@ -9,3 +9,4 @@ mod t40_corruption;
 mod t50_master_recovery;
 mod t60_bad_input;
 mod t70_append;
+mod t80_snapshot;
