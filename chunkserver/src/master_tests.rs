@@ -151,6 +151,18 @@ impl Master for FakeMaster {
     async fn snapshot(&self, _: Request<pb::SnapshotRequest>) -> Rpc<pb::SnapshotResponse> {
         unimplemented()
     }
+    async fn list_trash(&self, _: Request<pb::ListTrashRequest>) -> Rpc<pb::ListTrashResponse> {
+        unimplemented()
+    }
+    async fn restore_trash(
+        &self,
+        _: Request<pb::RestoreTrashRequest>,
+    ) -> Rpc<pb::RestoreTrashResponse> {
+        unimplemented()
+    }
+    async fn empty_trash(&self, _: Request<pb::EmptyTrashRequest>) -> Rpc<pb::EmptyTrashResponse> {
+        unimplemented()
+    }
     async fn commit_write(
         &self,
         _: Request<pb::CommitWriteRequest>,

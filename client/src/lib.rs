@@ -30,6 +30,7 @@ mod read;
 mod records;
 mod snapshot;
 mod stream;
+mod trash;
 mod write;
 
 use std::collections::HashMap;
@@ -46,13 +47,14 @@ pub use append::Appender;
 pub use error::{ClientError, Result};
 pub use inode::{Caller, NewNode, SetAttr, StatFs, MAX_XATTR_VALUE_BYTES, SET_TIME_NOW};
 pub use rdfs_proto::pb::{
-    ClusterStatusResponse, DirEntry, FileAttr, FileType, FsckResponse, GetChunksResponse,
+    ClusterStatusResponse, DirEntry, FileAttr, FileType, FsckResponse, GetChunksResponse, TrashItem,
 };
 pub use rdfs_proto::record::RecordId;
 pub use read::MAX_READ_AT_BYTES;
 pub use records::{Record, RecordReader, READ_WINDOW_BYTES};
 pub use snapshot::SnapshotInfo;
 pub use stream::{PieceReader, GET_PIECE_BYTES, PUT_PIECE_BYTES};
+pub use trash::TrashTarget;
 
 use master::Masters;
 use pool::ConnPool;
@@ -298,7 +300,8 @@ impl Client {
         Ok(attr)
     }
 
-    /// Deletes `path` (a non-empty directory only with `recursive`).
+    /// Deletes `path` (a non-empty directory only with `recursive`) at once, without the
+    /// trash (`dfs rm` uses [`Client::trash`]).
     pub async fn delete(&self, path: &str, recursive: bool) -> Result<()> {
         let path = checked_path(path)?;
         let req = pb::DeleteRequest {
@@ -306,6 +309,7 @@ impl Client {
             recursive,
             caller: self.caller(),
             request_id: self.request_id(),
+            to_trash: false,
         };
         self.inner
             .masters

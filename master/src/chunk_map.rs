@@ -428,6 +428,16 @@ impl ChunkMap {
             None => false,
         }
     }
+    /// A chunk's version was bumped: copies ordered at the old version would fail at their
+    /// source (or make a stale replica), so they are dropped and the next scan orders new ones.
+    pub fn cancel_pending(&mut self, chunk: ChunkId) -> usize {
+        let targets = self.pending_for(chunk);
+        for t in &targets {
+            self.finish_pending(chunk, *t);
+        }
+        targets.len()
+    }
+
     pub fn pending_for(&self, chunk: ChunkId) -> Vec<ChunkserverId> {
         self.pending
             .range((chunk, ChunkserverId(0))..=(chunk, ChunkserverId(u64::MAX)))

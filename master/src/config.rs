@@ -20,6 +20,8 @@ pub const DEFAULT_BLOCK_REPORT_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_REPLICATION_SCAN_INTERVAL: Duration = Duration::from_millis(500);
 /// Client session lifetime without renewal; clients renew every few seconds.
 pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(15);
+/// Default time a removed entry stays in its owner's trash before the master purges it.
+pub const DEFAULT_TRASH_GRACE: Duration = Duration::from_secs(24 * 3600);
 /// A checkpoint is also written after this many logged operations.
 pub const CHECKPOINT_EVERY_OPS: u64 = 100_000;
 
@@ -39,6 +41,9 @@ pub struct MasterConfig {
     pub replication_scan_interval: Duration,
     /// How long a client session (and its open handles) lives without a renewal.
     pub session_ttl: Duration,
+    /// How long `dfs rm` keeps an entry in its owner's trash before purging it (0: `rm`
+    /// removes at once).
+    pub trash_grace: Duration,
     /// Concurrent replica copies one chunkserver may send (repair and balancer throttle).
     pub max_transfers_per_source: u32,
 }
@@ -57,6 +62,7 @@ impl MasterConfig {
             checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
             replication_scan_interval: DEFAULT_REPLICATION_SCAN_INTERVAL,
             session_ttl: DEFAULT_SESSION_TTL,
+            trash_grace: DEFAULT_TRASH_GRACE,
             max_transfers_per_source: crate::chunk_map::DEFAULT_MAX_TRANSFERS_PER_SOURCE,
         }
     }

@@ -32,6 +32,7 @@ mod service;
 mod snapshot;
 mod state;
 mod status;
+mod trash;
 mod write;
 
 pub mod checkpoint;
@@ -227,7 +228,24 @@ fn spawn_background(
             }
         }
     });
-    vec![scan, ckpt, sessions, sampler]
+    let (m, s) = (master.clone(), stop.clone());
+    let trash = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(trash::sweep_interval(m.config.trash_grace));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = s.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            match m.sweep_trash().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(entries = n, "expired trash entries purged"),
+                // Safe mode refuses nothing here; a failed log stops the master anyway.
+                Err(e) => tracing::warn!(error = %e, "purging expired trash failed"),
+            }
+        }
+    });
+    vec![scan, ckpt, sessions, sampler, trash]
 }
 
 /// Tells the writer thread to stop after everything queued, and waits for it.

@@ -206,6 +206,12 @@ impl Master {
                     .ns
                     .child(parent, name)
                     .ok_or_else(|| err(NsError::new(ErrorCode::NotFound, "delete")))?;
+                if r.to_trash {
+                    if let Some(planned) = self.plan_delete_to_trash(st, &p, r.recursive, &cred, t)
+                    {
+                        return planned;
+                    }
+                }
                 let is_dir = st.ns.inode(id).is_some_and(Inode::is_dir);
                 if !is_dir {
                     // One link of a file: open handles keep it as an orphan.
@@ -557,6 +563,31 @@ impl MasterRpc for MasterService {
             .prepare_write(InodeId(r.inode), r.chunk_index, r.failed_replicas)
             .await?;
         Ok(Response::new(resp))
+    }
+    async fn list_trash(
+        &self,
+        r: Request<ListTrashRequest>,
+    ) -> Result<Response<ListTrashResponse>, Status> {
+        self.master
+            .list_trash(r.into_inner())
+            .await
+            .map(Response::new)
+    }
+    async fn restore_trash(
+        &self,
+        r: Request<RestoreTrashRequest>,
+    ) -> Result<Response<RestoreTrashResponse>, Status> {
+        let r = r.into_inner();
+        let id = r.request_id.clone();
+        self.once(id, self.master.restore_trash(r)).await
+    }
+    async fn empty_trash(
+        &self,
+        r: Request<EmptyTrashRequest>,
+    ) -> Result<Response<EmptyTrashResponse>, Status> {
+        let r = r.into_inner();
+        let id = r.request_id.clone();
+        self.once(id, self.master.empty_trash(r)).await
     }
     async fn snapshot(
         &self,

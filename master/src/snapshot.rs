@@ -219,6 +219,7 @@ impl Master {
         if !ok.is_empty() {
             st.cmap.confirm(chunk, version);
         }
+        st.cmap.cancel_pending(chunk);
         // Replicas that missed the bump are stale now; either way no old grant works.
         st.leases.fence_bumped(chunk);
         tracing::info!(chunk_id = %chunk, %version, replicas = ok.len(), "grants revoked for a snapshot");

@@ -552,6 +552,7 @@ impl Master {
             st.cmap.set_location(*s, chunk, version);
         }
         st.cmap.confirm(chunk, version);
+        st.cmap.cancel_pending(chunk);
         let expires = Instant::now() + self.config.lease_duration;
         st.leases.grant(
             chunk,

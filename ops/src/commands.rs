@@ -56,6 +56,9 @@ pub struct RmArgs {
     /// Remove directories and their contents.
     #[arg(short = 'r', short_alias = 'R', long)]
     recursive: bool,
+    /// Remove at once instead of moving to your trash (`dfs trash`).
+    #[arg(long)]
+    skip_trash: bool,
     /// Paths to remove.
     #[arg(required = true)]
     paths: Vec<String>,
@@ -236,7 +239,7 @@ pub async fn rm(client: &Client, args: RmArgs) -> anyhow::Result<()> {
     let mut failed = false;
     for arg in &args.paths {
         let path = dfs_path(arg);
-        if let Err(e) = rm_one(client, &path, args.recursive).await {
+        if let Err(e) = rm_one(client, &path, args.recursive, args.skip_trash).await {
             report(&e);
             failed = true;
         }
@@ -244,7 +247,12 @@ pub async fn rm(client: &Client, args: RmArgs) -> anyhow::Result<()> {
     finish(failed)
 }
 
-async fn rm_one(client: &Client, path: &str, recursive: bool) -> anyhow::Result<()> {
+async fn rm_one(
+    client: &Client,
+    path: &str,
+    recursive: bool,
+    skip_trash: bool,
+) -> anyhow::Result<()> {
     if path == "/" {
         return Err(anyhow::Error::msg("refusing to remove the root directory").context("/"));
     }
@@ -254,10 +262,12 @@ async fn rm_one(client: &Client, path: &str, recursive: bool) -> anyhow::Result<
             return Err(path_error(path, ErrorCode::IsADirectory));
         }
     }
-    client
-        .delete(path, recursive)
-        .await
-        .with_context(|| path.to_string())
+    let removed = if skip_trash {
+        client.delete(path, recursive).await
+    } else {
+        client.trash(path, recursive).await
+    };
+    removed.with_context(|| path.to_string())
 }
 
 pub async fn mv(client: &Client, args: MvArgs) -> anyhow::Result<()> {

@@ -1,7 +1,7 @@
 //! `dfs`: the rdfs command-line tool.
 //!
 //! User commands (`put`, `get`, `cat`, `ls`, `mkdir`, `rm`, `mv`, `stat`, `du`, `df`, `fsck`,
-//! `setrep`, `append`, `records`, `snapshot`) and operator commands (`admin ...`, in [`admin`]) talk to the
+//! `setrep`, `append`, `records`, `snapshot`, `trash`) and operator commands (`admin ...`, in [`admin`]) talk to the
 //! cluster through `rdfs-client`; server commands (`master`, `chunkserver`,
 //! `cluster up`) live in [`servers`] and run their own runtime.
 //!
@@ -17,6 +17,7 @@ mod records;
 mod servers;
 mod snapshot;
 mod transfer;
+mod trash;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -98,6 +99,11 @@ enum Command {
     Records(records::RecordsArgs),
     /// Copy-on-write snapshot of a file or directory tree (metadata only until written).
     Snapshot(snapshot::SnapshotArgs),
+    /// Your trash (where `rm` moves entries): ls, restore, empty.
+    Trash {
+        #[command(subcommand)]
+        command: trash::TrashCommand,
+    },
     /// Mount the file system with FUSE (foreground; Ctrl-C or SIGTERM unmounts).
     Mount(mount::MountArgs),
     /// Run a master server.
@@ -225,6 +231,7 @@ fn run_user_command(
             Command::Append(args) => records::append(&client, args).await,
             Command::Records(args) => records::records(&client, args).await,
             Command::Snapshot(args) => snapshot::snapshot(&client, args).await,
+            Command::Trash { command } => trash::run(&client, command).await,
             Command::Master(_)
             | Command::Chunkserver(_)
             | Command::Cluster { .. }

@@ -61,6 +61,9 @@ pub struct MasterArgs {
     /// Interval between checkpoints.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub checkpoint_interval: Option<Duration>,
+    /// How long `dfs rm` keeps entries in the trash before they are purged (`0s`: no trash).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub trash_grace: Option<Duration>,
     /// Concurrent replica copies one chunkserver may send (repair, decommission and
     /// balancer throttle; default 4).
     #[arg(long)]
@@ -163,6 +166,9 @@ pub fn master(args: MasterArgs) -> anyhow::Result<()> {
     }
     if let Some(v) = args.checkpoint_interval {
         cfg.checkpoint_interval = v;
+    }
+    if let Some(v) = args.trash_grace {
+        cfg.trash_grace = v;
     }
     if let Some(v) = args.max_transfers_per_source {
         cfg.max_transfers_per_source = v;

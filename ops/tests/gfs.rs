@@ -286,3 +286,78 @@ fn snapshot_cli_keeps_old_bytes_across_overwrites_and_a_master_kill_9() {
         String::from_utf8_lossy(&err.stderr).starts_with("dfs: /nope: No such file or directory")
     );
 }
+
+#[test]
+fn rm_goes_to_the_trash_until_the_grace_period_and_skip_trash_does_not() {
+    let c = ProcCluster::start_with(3, &["--trash-grace", "4s"], None);
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data.bin");
+    std::fs::write(&data, test_bytes(2 * CHUNK_SIZE as usize + 99, 51)).unwrap();
+    c.must_dfs(&["mkdir", "/d"]);
+    c.must_dfs(&["put", data.to_str().unwrap(), "/d/a.bin"]);
+    c.must_dfs(&["put", data.to_str().unwrap(), "/d/b.bin"]);
+    c.must_dfs(&["put", data.to_str().unwrap(), "/gone.bin"]);
+    let used = |c: &ProcCluster| c.must_json(&["df", "--json"])["used"].as_u64().unwrap();
+    let full = 9 * (2 * CHUNK_SIZE + 99);
+    must_eventually(Duration::from_secs(30), "3 files on 3 replicas", || {
+        (used(&c) == full).then_some(())
+    });
+    // rm moves to the trash: hidden from `ls /`, listed by `trash ls`, space still used.
+    c.must_dfs(&["rm", "/d/a.bin"]);
+    c.must_dfs(&["rm", "-r", "/d"]);
+    let root = c.must_json(&["ls", "--json", "/"]);
+    let names: Vec<&str> = root
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["gone.bin"], "the trash is hidden");
+    let listed = c.must_json(&["trash", "ls", "--json"]);
+    let origins: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["origin"].as_str().unwrap())
+        .collect();
+    assert_eq!(origins, vec!["/d", "/d/a.bin"]);
+    assert_eq!(listed[1]["size"], 2 * CHUNK_SIZE + 99);
+    // --skip-trash removes at once: not listed, space given back.
+    c.must_dfs(&["rm", "--skip-trash", "/gone.bin"]);
+    must_eventually(Duration::from_secs(30), "skip-trash space back", || {
+        (used(&c) == full * 2 / 3).then_some(())
+    });
+    // Restore before the grace period: the tree, then the file into it, bytes intact.
+    assert_eq!(c.must_dfs(&["trash", "restore", "/d"]), "restored /d\n");
+    let out = c.must_dfs(&["trash", "restore", "/d/a.bin", "--to", "/back/a.bin"]);
+    assert_eq!(out, "restored /back/a.bin\n");
+    let got = work.path().join("got.bin");
+    c.must_dfs(&["get", "/back/a.bin", got.to_str().unwrap()]);
+    assert_eq!(sha256_file(&got), sha256_file(&data));
+    let err = c.dfs(&["trash", "restore", "/d/a.bin"]);
+    assert!(!err.status.success());
+    assert!(
+        String::from_utf8_lossy(&err.stderr).starts_with("dfs: /d/a.bin: No such file"),
+        "{}",
+        String::from_utf8_lossy(&err.stderr)
+    );
+    // rm again and let the grace period pass: purged, space back to nothing.
+    c.must_dfs(&["rm", "-r", "/d", "/back"]);
+    let started = Instant::now();
+    must_eventually(Duration::from_secs(60), "purged after the grace", || {
+        let empty = c
+            .must_json(&["trash", "ls", "--json"])
+            .as_array()?
+            .is_empty();
+        (empty && used(&c) == 0).then_some(())
+    });
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "not purged early"
+    );
+    // `trash empty` purges at once.
+    c.must_dfs(&["put", data.to_str().unwrap(), "/x.bin"]);
+    c.must_dfs(&["rm", "/x.bin"]);
+    assert_eq!(c.must_dfs(&["trash", "empty"]), "1 entries removed\n");
+    assert_eq!(c.must_dfs(&["trash", "ls"]), "");
+}

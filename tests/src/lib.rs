@@ -27,6 +27,7 @@ pub struct ClusterBuilder {
     heartbeat_timeout: Duration,
     lease: Duration,
     client_timeout: Duration,
+    trash_grace: Option<Duration>,
 }
 
 impl ClusterBuilder {
@@ -52,6 +53,11 @@ impl ClusterBuilder {
     }
     pub fn client_timeout(mut self, d: Duration) -> Self {
         self.client_timeout = d;
+        self
+    }
+    /// How long `rm` keeps entries in the trash (default: the master's default, a day).
+    pub fn trash_grace(mut self, d: Duration) -> Self {
+        self.trash_grace = Some(d);
         self
     }
 
@@ -110,6 +116,7 @@ impl Cluster {
             heartbeat_timeout: Duration::from_secs(2),
             lease: Duration::from_secs(5),
             client_timeout: Duration::from_secs(20),
+            trash_grace: None,
         }
     }
 
@@ -135,6 +142,9 @@ impl Cluster {
         cfg.lease_duration = self.cfg.lease;
         cfg.replication_scan_interval = Duration::from_millis(100);
         cfg.block_report_interval = Duration::from_secs(2);
+        if let Some(grace) = self.cfg.trash_grace {
+            cfg.trash_grace = grace;
+        }
         cfg
     }
 

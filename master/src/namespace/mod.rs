@@ -21,6 +21,9 @@ mod snapshot;
 mod snapshot_tests;
 #[cfg(test)]
 mod tests;
+mod trash;
+#[cfg(test)]
+mod trash_tests;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -33,6 +36,7 @@ pub use op::{NewKind, Op};
 pub use perm::Cred;
 pub use posix::{CreatePlan, SetAttrPlan};
 pub use snapshot::{SnapshotPlan, MAX_SNAPSHOT_INODES};
+pub use trash::{RestoreWhich, TrashItem, TRASH_DIR};
 
 /// Default permission bits of the root directory.
 const ROOT_MODE: u32 = 0o755;
@@ -289,6 +293,10 @@ impl Namespace {
         let mut out = Vec::new();
         let mut more = false;
         for (name, id) in range {
+            // The trash is hidden from listings of the root (it can still be looked up).
+            if dir == InodeId::ROOT && name == trash::TRASH_DIR {
+                continue;
+            }
             if out.len() == limit {
                 more = true;
                 break;
@@ -611,6 +619,29 @@ impl Namespace {
                 version,
             } => self.apply_copy_on_write(*inode, *index, *from, *to, *version),
             Op::CopyDone { chunk } => self.apply_copy_done(*chunk),
+            Op::MoveToTrash {
+                parent,
+                name,
+                user_dir,
+                entry,
+                uid,
+                origin,
+                time_ns,
+            } => {
+                let trashed = TrashEntry {
+                    uid: *uid,
+                    origin: origin.clone(),
+                    deleted_ns: *time_ns,
+                };
+                self.apply_move_to_trash(*parent, name, *user_dir, entry, trashed, *time_ns)
+            }
+            Op::Untrash {
+                user_dir,
+                entry,
+                dst_parent,
+                dst_name,
+                time_ns,
+            } => self.apply_untrash(*user_dir, entry, *dst_parent, dst_name, *time_ns),
             other => self.apply_posix(other),
         }
     }
@@ -751,6 +782,8 @@ impl Namespace {
             .entries_mut(parent)?
             .remove(name)
             .ok_or_else(|| NsError::new(ErrorCode::NotFound, name.to_string()))?;
+        // Out of the trash whatever happens to the inode (a hard link elsewhere keeps it).
+        self.trash.remove(&id);
         if self.inodes.get(&id).is_some_and(Inode::is_dir) {
             self.add_links(parent, -1);
         }

@@ -157,6 +157,26 @@ pub enum Op {
     },
     /// A replica of copy `chunk` exists: it no longer needs (a reference on) its source.
     CopyDone { chunk: ChunkId },
+    // ---- issue 4: trash (appended) ----
+    /// `dfs rm`: moves entry `name` of `parent` to `entry` in `user_dir` (`/.Trash/<uid>`) and
+    /// records `origin` (its path) and the deletion time.
+    MoveToTrash {
+        parent: InodeId,
+        name: String,
+        user_dir: InodeId,
+        entry: String,
+        uid: u32,
+        origin: String,
+        time_ns: i64,
+    },
+    /// Moves trash entry `entry` of `user_dir` back to `dst_name` in `dst_parent`.
+    Untrash {
+        user_dir: InodeId,
+        entry: String,
+        dst_parent: InodeId,
+        dst_name: String,
+        time_ns: i64,
+    },
 }
 
 /// What a `CreateNode` makes.
@@ -193,6 +213,8 @@ impl Op {
             Op::Snapshot { .. } => "snapshot",
             Op::CopyOnWrite { .. } => "copy_on_write",
             Op::CopyDone { .. } => "copy_done",
+            Op::MoveToTrash { .. } => "move_to_trash",
+            Op::Untrash { .. } => "untrash",
         }
     }
 }

@@ -877,6 +877,7 @@ impl Namespace {
             }
         }
         self.entries_mut(parent)?.remove(name);
+        self.trash.remove(&id);
         self.release_link(id, parent, name, time_ns);
         self.touch_dir(parent, time_ns);
         Ok(Applied::default())
@@ -889,6 +890,7 @@ impl Namespace {
         };
         if ino.is_dir() {
             self.inodes.remove(&id);
+            self.trash.remove(&id);
             self.add_links(parent, -1);
             return;
         }
@@ -981,6 +983,8 @@ impl Namespace {
         self.entries_mut(src_parent)?.remove(src_name);
         self.entries_mut(dst_parent)?
             .insert(dst_name.to_string(), id);
+        // A moved entry is no longer where its trash record says (restore, or a plain mv).
+        self.trash.remove(&id);
         if is_dir && src_parent != dst_parent {
             self.add_links(src_parent, -1);
             self.add_links(dst_parent, 1);

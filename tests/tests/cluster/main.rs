@@ -10,3 +10,4 @@ mod t50_master_recovery;
 mod t60_bad_input;
 mod t70_append;
 mod t80_snapshot;
+mod t90_trash_gc;
