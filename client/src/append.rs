@@ -66,15 +66,7 @@ struct Target {
 impl Client {
     /// An appender for the existing regular file `path`.
     pub async fn appender(&self, path: &str) -> Result<Appender> {
-        let attr = self.stat(path).await?;
-        if attr.file_type != pb::FileType::File as i32 {
-            let code = if attr.file_type == pb::FileType::Dir as i32 {
-                ErrorCode::IsADirectory
-            } else {
-                ErrorCode::InvalidArgument
-            };
-            return Err(ClientError::remote(path, code, "not a regular file"));
-        }
+        let attr = self.regular_file(path).await?;
         Ok(Appender {
             client: self.clone(),
             path: path.to_string(),

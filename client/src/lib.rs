@@ -303,13 +303,18 @@ impl Client {
     /// Deletes `path` (a non-empty directory only with `recursive`) at once, without the
     /// trash (`dfs rm` uses [`Client::trash`]).
     pub async fn delete(&self, path: &str, recursive: bool) -> Result<()> {
+        self.remove(path, recursive, false).await
+    }
+
+    /// `Delete`, to the trash or not.
+    async fn remove(&self, path: &str, recursive: bool, to_trash: bool) -> Result<()> {
         let path = checked_path(path)?;
         let req = pb::DeleteRequest {
             path: path.clone(),
             recursive,
             caller: self.caller(),
             request_id: self.request_id(),
-            to_trash: false,
+            to_trash,
         };
         self.inner
             .masters

@@ -58,8 +58,8 @@ struct ChunkWindow {
 }
 
 impl Client {
-    /// A reader over the records of file `path`.
-    pub async fn record_reader(&self, path: &str) -> Result<RecordReader> {
+    /// Attributes of `path`, which must be a regular file (`IsADirectory` / `InvalidArgument`).
+    pub(crate) async fn regular_file(&self, path: &str) -> Result<pb::FileAttr> {
         let attr = self.stat(path).await?;
         if attr.file_type != pb::FileType::File as i32 {
             let code = if attr.file_type == pb::FileType::Dir as i32 {
@@ -69,6 +69,12 @@ impl Client {
             };
             return Err(ClientError::remote(path, code, "not a regular file"));
         }
+        Ok(attr)
+    }
+
+    /// A reader over the records of file `path`.
+    pub async fn record_reader(&self, path: &str) -> Result<RecordReader> {
+        let attr = self.regular_file(path).await?;
         // Reads must see at least the size just read, not an older cached one.
         self.invalidate(attr.inode);
         let chunk_size = self.chunk_size();

@@ -20,22 +20,7 @@ pub enum TrashTarget {
 impl Client {
     /// Moves `path` (a directory only with `recursive`) to the caller's trash.
     pub async fn trash(&self, path: &str, recursive: bool) -> Result<()> {
-        let path = checked_path(path)?;
-        let req = pb::DeleteRequest {
-            path: path.clone(),
-            recursive,
-            caller: self.caller(),
-            request_id: self.request_id(),
-            to_trash: true,
-        };
-        self.inner
-            .masters
-            .call("delete", &path, self.deadline(), |mut m| {
-                let req = req.clone();
-                async move { m.delete(req).await }
-            })
-            .await?;
-        Ok(())
+        self.remove(path, recursive, true).await
     }
 
     /// The caller's trashed entries, newest first (every user's with `all_users`, root

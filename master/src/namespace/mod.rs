@@ -16,6 +16,8 @@ pub mod perm;
 mod posix;
 #[cfg(test)]
 mod posix_tests;
+#[cfg(test)]
+mod recorder;
 mod snapshot;
 #[cfg(test)]
 mod snapshot_tests;

@@ -710,19 +710,7 @@ fn a_format_1_checkpoint_still_loads() {
         next_chunk_id: 1,
         epoch: Epoch(4),
     };
-    use bincode::Options;
-    let body = bincode::DefaultOptions::new()
-        .with_fixint_encoding()
-        .serialize(&old)
-        .unwrap();
-    let mut image = Vec::new();
-    image.extend_from_slice(crate::checkpoint::CHECKPOINT_MAGIC);
-    image.extend_from_slice(&1u32.to_le_bytes());
-    image.extend_from_slice(&17u64.to_le_bytes());
-    image.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    image.extend_from_slice(&body);
-    let crc = crc32fast::hash(&image);
-    image.extend_from_slice(&crc.to_le_bytes());
+    let image = super::recorder::legacy_checkpoint(1, 17, &old);
     let (seq, ns) = crate::checkpoint::decode(&image).unwrap();
     assert_eq!(seq, 17);
     assert_eq!(ns.resolve("/a").unwrap(), InodeId(2));

@@ -4,104 +4,30 @@
 use super::perm::Cred;
 use super::*;
 
-fn user(uid: u32) -> Cred {
-    Cred {
-        uid,
-        gid: uid,
-        groups: vec![],
-    }
+use super::recorder::{user, Recorder};
+
+fn snapshot(t: &mut Recorder, cred: &Cred, src: &str, dst: &str) -> SnapshotPlan {
+    let plan = t.ns.plan_snapshot(cred, src, dst, 50).unwrap();
+    t.apply(plan.op.clone());
+    plan
 }
 
-/// A namespace that records applied ops, so tests can replay them.
-struct Ns {
-    ns: Namespace,
-    log: Vec<Op>,
-}
-
-impl Ns {
-    fn new() -> Ns {
-        Ns {
-            ns: Namespace::new(),
-            log: Vec::new(),
-        }
-    }
-
-    fn apply(&mut self, op: Op) -> Vec<ChunkId> {
-        let applied = self.ns.apply(&op).expect("planned op applies");
-        self.log.push(op);
-        let mut freed = applied.freed_chunks;
-        freed.sort();
-        freed
-    }
-
-    fn mkdir(&mut self, p: &str) {
-        let node = NewNode {
-            mode: 0o755,
-            uid: 1000,
-            gid: 1000,
-            replication: 0,
-            time_ns: 1,
-        };
-        for op in self.ns.plan_mkdir(p, &node, true).unwrap() {
-            self.apply(op);
-        }
-    }
-
-    /// Creates file `p` with `n` chunks; returns its inode.
-    fn file(&mut self, p: &str, n: u64) -> InodeId {
-        let node = NewNode {
-            mode: 0o4755,
-            uid: 1000,
-            gid: 1000,
-            replication: 3,
-            time_ns: 2,
-        };
-        let op = self.ns.plan_create(p, &node, false).unwrap();
-        self.apply(op);
-        let id = self.ns.resolve(p).unwrap();
-        for index in 0..n {
-            let chunk_id = self.ns.next_chunk_id();
-            self.apply(Op::AllocateChunk {
-                inode: id,
-                index,
-                chunk_id,
-                version: ChunkVersion(1),
-            });
-        }
-        id
-    }
-
-    fn snapshot(&mut self, cred: &Cred, src: &str, dst: &str) -> SnapshotPlan {
-        let plan = self.ns.plan_snapshot(cred, src, dst, 50).unwrap();
-        self.apply(plan.op.clone());
-        plan
-    }
-
-    fn chunks_of(&self, p: &str) -> Vec<ChunkId> {
-        let id = self.ns.resolve(p).unwrap();
-        match &self.ns.inode(id).unwrap().kind {
-            NodeKind::File { chunks, .. } => chunks.values().copied().collect(),
-            _ => panic!("{p} is not a file"),
-        }
-    }
-
-    fn check_replay(&self) {
-        let mut fresh = Namespace::new();
-        for op in &self.log {
-            fresh.apply(op).expect("replay applies");
-        }
-        assert_eq!(fresh, self.ns, "replay reproduces the namespace");
+fn chunks_of(t: &Recorder, p: &str) -> Vec<ChunkId> {
+    let id = t.ns.resolve(p).unwrap();
+    match &t.ns.inode(id).unwrap().kind {
+        NodeKind::File { chunks, .. } => chunks.values().copied().collect(),
+        _ => panic!("{p} is not a file"),
     }
 }
 
 #[test]
 fn a_file_snapshot_shares_chunks_until_copy_on_write() {
-    let mut t = Ns::new();
-    t.file("/f", 3);
-    let plan = t.snapshot(&Cred::root(), "/f", "/f.snap");
+    let mut t = Recorder::new();
+    t.file("/f", 1000, 0o4755, 3);
+    let plan = snapshot(&mut t, &Cred::root(), "/f", "/f.snap");
     assert_eq!(plan.inodes, 1);
     assert_eq!(plan.chunks, vec![ChunkId(1), ChunkId(2), ChunkId(3)]);
-    assert_eq!(t.chunks_of("/f.snap"), t.chunks_of("/f"));
+    assert_eq!(chunks_of(&t, "/f.snap"), chunks_of(&t, "/f"));
     assert_eq!(t.ns.chunk_refs(ChunkId(2)), 2);
     let snap =
         t.ns.inode(t.ns.resolve("/f.snap").unwrap())
@@ -124,7 +50,10 @@ fn a_file_snapshot_shares_chunks_until_copy_on_write() {
         }
     );
     assert!(t.apply(cow).is_empty());
-    assert_eq!(t.chunks_of("/f"), vec![ChunkId(1), ChunkId(4), ChunkId(3)]);
+    assert_eq!(
+        chunks_of(&t, "/f"),
+        vec![ChunkId(1), ChunkId(4), ChunkId(3)]
+    );
     assert_eq!(t.ns.chunk(ChunkId(4)).unwrap().copy_of, Some(ChunkId(2)));
     assert_eq!(
         t.ns.chunk_refs(ChunkId(2)),
@@ -151,11 +80,11 @@ fn a_file_snapshot_shares_chunks_until_copy_on_write() {
 
 #[test]
 fn a_tree_snapshot_copies_every_inode_in_a_fixed_order() {
-    let mut t = Ns::new();
-    t.mkdir("/d/sub");
-    t.file("/d/b", 1);
-    t.file("/d/a", 2);
-    t.file("/d/sub/c", 1);
+    let mut t = Recorder::new();
+    t.mkdir("/d/sub", 1000, 0o755);
+    t.file("/d/b", 1000, 0o4755, 1);
+    t.file("/d/a", 1000, 0o4755, 2);
+    t.file("/d/sub/c", 1000, 0o4755, 1);
     let link =
         t.ns.plan_create_at(
             &Cred::root(),
@@ -173,7 +102,7 @@ fn a_tree_snapshot_copies_every_inode_in_a_fixed_order() {
     };
     t.apply(op);
     let first = t.ns.next_inode();
-    let plan = t.snapshot(&Cred::root(), "/d", "/snap");
+    let plan = snapshot(&mut t, &Cred::root(), "/d", "/snap");
     assert_eq!(plan.inodes, 6, "d, a, b, ln, sub, sub/c");
     assert_eq!(plan.chunks.len(), 4);
     let snap = t.ns.resolve("/snap").unwrap();
@@ -193,12 +122,12 @@ fn a_tree_snapshot_copies_every_inode_in_a_fixed_order() {
         t.ns.read_link(t.ns.resolve("/snap/ln").unwrap()).unwrap(),
         "a"
     );
-    assert_eq!(t.chunks_of("/snap/a"), t.chunks_of("/d/a"));
+    assert_eq!(chunks_of(&t, "/snap/a"), chunks_of(&t, "/d/a"));
     assert_eq!(
         t.ns.path_of(t.ns.resolve("/snap/sub/c").unwrap()),
         "/snap/sub/c"
     );
-    for c in t.chunks_of("/d/sub/c") {
+    for c in chunks_of(&t, "/d/sub/c") {
         assert_eq!(t.ns.chunk_refs(c), 2);
     }
     // Removing the original tree frees nothing: the snapshot still holds every chunk.
@@ -213,9 +142,9 @@ fn a_tree_snapshot_copies_every_inode_in_a_fixed_order() {
 
 #[test]
 fn snapshot_rules_and_non_root_copies() {
-    let mut t = Ns::new();
-    t.mkdir("/d");
-    t.file("/d/f", 1);
+    let mut t = Recorder::new();
+    t.mkdir("/d", 1000, 0o755);
+    t.file("/d/f", 1000, 0o4755, 1);
     let code = |r: Result<SnapshotPlan, NsError>| r.expect_err("refused").code;
     let root = Cred::root();
     assert_eq!(
@@ -244,7 +173,7 @@ fn snapshot_rules_and_non_root_copies() {
         ErrorCode::PermissionDenied
     );
     // The owner of /d may snapshot into it; the copy is theirs, without setuid.
-    let plan = t.snapshot(&user(1000), "/d/f", "/d/f.snap");
+    let plan = snapshot(&mut t, &user(1000), "/d/f", "/d/f.snap");
     assert_eq!(plan.inodes, 1);
     let copy = t.ns.inode(t.ns.resolve("/d/f.snap").unwrap()).unwrap();
     assert_eq!((copy.uid, copy.gid, copy.mode), (1000, 1000, 0o755));
@@ -253,9 +182,9 @@ fn snapshot_rules_and_non_root_copies() {
 
 #[test]
 fn a_copy_whose_file_goes_away_releases_its_source() {
-    let mut t = Ns::new();
-    t.file("/f", 1);
-    t.snapshot(&Cred::root(), "/f", "/s");
+    let mut t = Recorder::new();
+    t.file("/f", 1000, 0o4755, 1);
+    snapshot(&mut t, &Cred::root(), "/f", "/s");
     let f = t.ns.resolve("/f").unwrap();
     let cow = t.ns.plan_copy_on_write(f, 0).unwrap();
     t.apply(cow);
@@ -306,8 +235,8 @@ fn a_format_2_checkpoint_loads_with_one_reference_per_chunk() {
         epoch: Epoch,
         orphans: BTreeSet<InodeId>,
     }
-    let mut t = Ns::new();
-    let f = t.file("/f", 2);
+    let mut t = Recorder::new();
+    let f = t.file("/f", 1000, 0o4755, 2);
     let old = OldNs {
         inodes: t.ns.inodes.clone(),
         chunks: t
@@ -330,19 +259,7 @@ fn a_format_2_checkpoint_loads_with_one_reference_per_chunk() {
         epoch: Epoch(3),
         orphans: BTreeSet::new(),
     };
-    use bincode::Options;
-    let body = bincode::DefaultOptions::new()
-        .with_fixint_encoding()
-        .serialize(&old)
-        .unwrap();
-    let mut image = Vec::new();
-    image.extend_from_slice(crate::checkpoint::CHECKPOINT_MAGIC);
-    image.extend_from_slice(&2u32.to_le_bytes());
-    image.extend_from_slice(&9u64.to_le_bytes());
-    image.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    image.extend_from_slice(&body);
-    let crc = crc32fast::hash(&image);
-    image.extend_from_slice(&crc.to_le_bytes());
+    let image = super::recorder::legacy_checkpoint(2, 9, &old);
     let (seq, ns) = crate::checkpoint::decode(&image).unwrap();
     assert_eq!(seq, 9);
     assert_eq!(ns.epoch(), Epoch(3));
@@ -352,7 +269,7 @@ fn a_format_2_checkpoint_loads_with_one_reference_per_chunk() {
         assert_eq!((m.refs, m.copy_of, m.inode), (1, None, f));
     }
     // And the current format round-trips a namespace with shared chunks.
-    t.snapshot(&Cred::root(), "/f", "/g");
+    snapshot(&mut t, &Cred::root(), "/f", "/g");
     let image = crate::checkpoint::encode(&t.ns, 12).unwrap();
     let (_, back) = crate::checkpoint::decode(&image).unwrap();
     assert_eq!(back, t.ns);

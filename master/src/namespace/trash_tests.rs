@@ -5,113 +5,40 @@
 use super::perm::Cred;
 use super::*;
 
-fn user(uid: u32) -> Cred {
-    Cred {
-        uid,
-        gid: uid,
-        groups: vec![],
-    }
+use super::recorder::{user, Recorder};
+
+fn trash(t: &mut Recorder, cred: &Cred, p: &str, recursive: bool, at: i64) -> Result<(), NsError> {
+    let ops = t.ns.plan_trash(cred, p, recursive, at)?;
+    assert!(t.apply_all(ops).is_empty(), "trashing frees nothing");
+    Ok(())
 }
 
-struct Ns {
-    ns: Namespace,
-    log: Vec<Op>,
+fn purge_expired(t: &mut Recorder, cutoff: i64) -> Vec<ChunkId> {
+    let mut ops = Vec::new();
+    for id in t.ns.expired_trash(cutoff, 100) {
+        let (op, orphan) = t.ns.plan_purge(id, cutoff).unwrap();
+        ops.push(op);
+        ops.extend(orphan.map(|o| Op::RemoveOrphan { inode: o }));
+    }
+    t.apply_all(ops)
 }
 
-impl Ns {
-    fn new() -> Ns {
-        Ns {
-            ns: Namespace::new(),
-            log: Vec::new(),
-        }
-    }
-
-    fn apply_all(&mut self, ops: Vec<Op>) -> Vec<ChunkId> {
-        let mut freed = Vec::new();
-        for op in ops {
-            freed.extend(self.ns.apply(&op).expect("planned op applies").freed_chunks);
-            self.log.push(op);
-        }
-        freed.sort();
-        freed
-    }
-
-    fn mkdir(&mut self, p: &str, uid: u32, mode: u32) {
-        let node = NewNode {
-            mode,
-            uid,
-            gid: uid,
-            replication: 0,
-            time_ns: 1,
-        };
-        let ops = self.ns.plan_mkdir(p, &node, true).unwrap();
-        self.apply_all(ops);
-    }
-
-    fn file(&mut self, p: &str, uid: u32, chunks: u64) -> InodeId {
-        let node = NewNode {
-            mode: 0o644,
-            uid,
-            gid: uid,
-            replication: 3,
-            time_ns: 2,
-        };
-        let op = self.ns.plan_create(p, &node, false).unwrap();
-        self.apply_all(vec![op]);
-        let id = self.ns.resolve(p).unwrap();
-        for index in 0..chunks {
-            let chunk_id = self.ns.next_chunk_id();
-            self.apply_all(vec![Op::AllocateChunk {
-                inode: id,
-                index,
-                chunk_id,
-                version: ChunkVersion(1),
-            }]);
-        }
-        id
-    }
-
-    fn trash(&mut self, cred: &Cred, p: &str, recursive: bool, t: i64) -> Result<(), NsError> {
-        let ops = self.ns.plan_trash(cred, p, recursive, t)?;
-        assert!(self.apply_all(ops).is_empty(), "trashing frees nothing");
-        Ok(())
-    }
-
-    fn purge_expired(&mut self, cutoff: i64) -> Vec<ChunkId> {
-        let mut ops = Vec::new();
-        for id in self.ns.expired_trash(cutoff, 100) {
-            let (op, orphan) = self.ns.plan_purge(id, cutoff).unwrap();
-            ops.push(op);
-            ops.extend(orphan.map(|o| Op::RemoveOrphan { inode: o }));
-        }
-        self.apply_all(ops)
-    }
-
-    fn root_names(&self) -> Vec<String> {
-        let (page, _) = self.ns.list(InodeId::ROOT, "", 100).unwrap();
-        page.into_iter().map(|(n, _)| n.to_string()).collect()
-    }
-
-    fn check_replay(&self) {
-        let mut fresh = Namespace::new();
-        for op in &self.log {
-            fresh.apply(op).expect("replay applies");
-        }
-        assert_eq!(fresh, self.ns, "replay reproduces the namespace");
-    }
+fn root_names(t: &Recorder) -> Vec<String> {
+    let (page, _) = t.ns.list(InodeId::ROOT, "", 100).unwrap();
+    page.into_iter().map(|(n, _)| n.to_string()).collect()
 }
 
 #[test]
 fn rm_moves_to_a_hidden_per_user_trash_and_restore_brings_the_same_inode_back() {
-    let mut t = Ns::new();
+    let mut t = Recorder::new();
     t.mkdir("/home/u", 1000, 0o755);
-    let f = t.file("/home/u/a.txt", 1000, 2);
+    let f = t.file("/home/u/a.txt", 1000, 0o644, 2);
     let alice = user(1000);
-    t.trash(&alice, "/home/u/a.txt", false, 111).unwrap();
+    trash(&mut t, &alice, "/home/u/a.txt", false, 111).unwrap();
     assert_eq!(code(t.ns.resolve("/home/u/a.txt")), ErrorCode::NotFound);
     assert_eq!(t.ns.resolve("/.Trash/1000/111").unwrap(), f, "same inode");
     assert_eq!(
-        t.root_names(),
+        root_names(&t),
         vec!["home".to_string()],
         "the trash is hidden"
     );
@@ -130,8 +57,8 @@ fn rm_moves_to_a_hidden_per_user_trash_and_restore_brings_the_same_inode_back() 
     assert_eq!(t.ns.chunk_count(), 2, "chunks live on in the trash");
 
     // Same path, same instant: the second entry gets a suffix.
-    t.file("/home/u/a.txt", 1000, 1);
-    t.trash(&alice, "/home/u/a.txt", false, 111).unwrap();
+    t.file("/home/u/a.txt", 1000, 0o644, 1);
+    trash(&mut t, &alice, "/home/u/a.txt", false, 111).unwrap();
     assert!(t.ns.resolve("/.Trash/1000/111.1").is_ok());
 
     // Restoring by path takes the most recent deletion of it (the suffixed one here is
@@ -176,27 +103,27 @@ fn rm_moves_to_a_hidden_per_user_trash_and_restore_brings_the_same_inode_back() 
 
 #[test]
 fn expired_entries_are_purged_and_their_chunks_freed() {
-    let mut t = Ns::new();
+    let mut t = Recorder::new();
     t.mkdir("/d/sub", 0, 0o755);
-    t.file("/d/sub/x", 0, 2);
-    t.file("/d/y", 0, 1);
-    t.file("/z", 0, 1);
+    t.file("/d/sub/x", 0, 0o644, 2);
+    t.file("/d/y", 0, 0o644, 1);
+    t.file("/z", 0, 0o644, 1);
     let root = Cred::root();
     assert_eq!(
         t.ns.plan_trash(&root, "/d", false, 10).unwrap_err().code,
         ErrorCode::DirectoryNotEmpty
     );
-    t.trash(&root, "/d", true, 10).unwrap();
-    t.trash(&root, "/z", false, 20).unwrap();
+    trash(&mut t, &root, "/d", true, 10).unwrap();
+    trash(&mut t, &root, "/z", false, 20).unwrap();
     assert_eq!(t.ns.chunk_count(), 4);
     // Nothing older than 5; at 15 the directory; then the file.
-    assert!(t.purge_expired(5).is_empty());
+    assert!(purge_expired(&mut t, 5).is_empty());
     assert_eq!(t.ns.trash_items(None).len(), 2);
     assert_eq!(
-        t.purge_expired(15),
+        purge_expired(&mut t, 15),
         vec![ChunkId(1), ChunkId(2), ChunkId(3)]
     );
-    assert_eq!(t.purge_expired(25), vec![ChunkId(4)]);
+    assert_eq!(purge_expired(&mut t, 25), vec![ChunkId(4)]);
     assert!(t.ns.trash_items(None).is_empty());
     assert_eq!(t.ns.chunk_count(), 0);
     assert_eq!(
@@ -209,10 +136,10 @@ fn expired_entries_are_purged_and_their_chunks_freed() {
 
 #[test]
 fn trash_permissions_and_records_that_leave_the_trash() {
-    let mut t = Ns::new();
+    let mut t = Recorder::new();
     t.mkdir("/pub", 1000, 0o755);
-    t.file("/pub/f", 1000, 1);
-    t.file("/pub/g", 1000, 1);
+    t.file("/pub/f", 1000, 0o644, 1);
+    t.file("/pub/g", 1000, 0o644, 1);
     // Another user may not remove from a directory they cannot write.
     assert_eq!(
         t.ns.plan_trash(&user(2000), "/pub/f", false, 1)
@@ -220,8 +147,8 @@ fn trash_permissions_and_records_that_leave_the_trash() {
             .code,
         ErrorCode::PermissionDenied
     );
-    t.trash(&user(1000), "/pub/f", false, 5).unwrap();
-    t.trash(&user(1000), "/pub/g", false, 6).unwrap();
+    trash(&mut t, &user(1000), "/pub/f", false, 5).unwrap();
+    trash(&mut t, &user(1000), "/pub/g", false, 6).unwrap();
     // Another user cannot restore it (it is not theirs), root can.
     assert_eq!(
         t.ns.plan_restore(&user(2000), RestoreWhich::Origin("/pub/f"), None, 7)
