@@ -9,6 +9,7 @@
 //! - Reports that did not reach a master are kept for the next heartbeat.
 //! - The data plane keeps serving whatever happens here (until a fatal error).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -71,7 +72,10 @@ async fn bounded<T>(
     }
 }
 
-/// Runs until `shutdown` (Ok) or a fatal error such as a cluster id mismatch.
+/// Runs until `shutdown` (Ok) or a fatal error such as a cluster id mismatch. Every master
+/// in the list gets its own session (registration, heartbeats, block reports), so a standby
+/// knows every replica location the moment it takes over; only the commands of a master
+/// that says it is active, at an epoch no lower than ours, are obeyed.
 pub async fn run(
     node: Arc<Node>,
     cfg: MasterLoopConfig,
@@ -80,16 +84,53 @@ pub async fn run(
     if cfg.masters.is_empty() {
         return Err(ChunkserverError::NoMasters);
     }
+    node.set_master_count(cfg.masters.len());
     let replicator = Replicator::start(node.clone(), shutdown.clone());
+    let cfg = Arc::new(cfg);
+    // A fatal error in one session (another cluster's master) stops them all.
+    let stop = shutdown.child_token();
+    let mut sessions = tokio::task::JoinSet::new();
+    for index in 0..cfg.masters.len() {
+        let (node, cfg, replicator, stop) =
+            (node.clone(), cfg.clone(), replicator.clone(), stop.clone());
+        sessions.spawn(async move {
+            let r = master_loop(&node, &cfg, index, &replicator, &stop).await;
+            if r.is_err() {
+                stop.cancel();
+            }
+            r
+        });
+    }
+    let mut result = Ok(());
+    while let Some(joined) = sessions.join_next().await {
+        match joined {
+            Ok(Err(e)) if result.is_ok() => result = Err(e),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "master session task failed"),
+        }
+    }
+    result
+}
+
+/// Keeps a session with master `index` alive (backing off between attempts).
+async fn master_loop(
+    node: &Arc<Node>,
+    cfg: &MasterLoopConfig,
+    index: usize,
+    replicator: &Replicator,
+    shutdown: &CancellationToken,
+) -> Result<(), ChunkserverError> {
+    let addr = &cfg.masters[index];
     let mut backoff = BACKOFF_MIN;
-    for attempt in 0usize.. {
-        let addr = &cfg.masters[attempt % cfg.masters.len()];
+    loop {
         let mut session = Session {
-            node: &node,
-            cfg: &cfg,
+            node,
+            cfg,
             addr,
-            replicator: &replicator,
-            shutdown: &shutdown,
+            index,
+            replicator,
+            shutdown,
+            active: AtomicBool::new(false),
         };
         let started = Instant::now();
         match session.run().await {
@@ -112,15 +153,18 @@ pub async fn run(
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
-    Ok(())
 }
 
 struct Session<'a> {
     node: &'a Arc<Node>,
     cfg: &'a MasterLoopConfig,
     addr: &'a str,
+    /// Which master of the list: selects this session's report queue.
+    index: usize,
     replicator: &'a Replicator,
     shutdown: &'a CancellationToken,
+    /// The master's last answer said it is active at an epoch no lower than ours.
+    active: AtomicBool,
 }
 
 /// What a registration gave us.
@@ -140,10 +184,11 @@ impl Session<'_> {
             Err(end) => return end,
         };
         let mut last_block_report = Instant::now();
+        let mut report_now = self.node.report_now.subscribe();
         loop {
             tokio::select! {
                 () = tokio::time::sleep(reg.interval) => {}
-                () = self.node.report_now.notified() => {}
+                _ = report_now.changed() => {}
                 _ = self.shutdown.cancelled() => return SessionEnd::Shutdown,
             }
             match self.heartbeat(&mut client, reg.id).await {
@@ -170,11 +215,14 @@ impl Session<'_> {
         let st = self.node.state.get();
         let store = &self.node.store;
         // The full report supersedes pending added/removed; bad ones still need reporting.
-        let pending = self.node.take_reports();
-        self.node.restore_reports(Reports {
-            bad: pending.bad,
-            ..Reports::default()
-        });
+        let pending = self.node.take_reports_for(self.index);
+        self.node.restore_reports_for(
+            self.index,
+            Reports {
+                bad: pending.bad,
+                ..Reports::default()
+            },
+        );
         let req = pb::RegisterRequest {
             cluster_id: st.cluster_id.clone(),
             data_addr: self.cfg.data_addr.clone(),
@@ -200,7 +248,8 @@ impl Session<'_> {
             master = %self.addr, chunkserver_id = resp.chunkserver_id, cluster_id = %resp.cluster_id,
             chunk_size = resp.chunk_size, "registered"
         );
-        self.execute(resp.commands).await;
+        let obey = self.obey(resp.standby, Epoch(resp.epoch));
+        self.execute(resp.commands, obey).await;
         Ok(Registered {
             id: resp.chunkserver_id,
             interval,
@@ -240,12 +289,17 @@ impl Session<'_> {
         })
     }
 
-    /// A master below our highest epoch was deposed; a higher one is recorded durably.
+    /// A higher epoch is recorded durably. A master below our highest epoch was deposed:
+    /// it keeps getting reports (it may be rejoining as a standby) but no obedience.
     async fn accept_epoch(&self, epoch: Epoch) -> Result<(), SessionEnd> {
-        self.node
-            .check_epoch(epoch)
-            .await
-            .map_err(|e| SessionEnd::Retry(format!("master {}: {}", self.addr, e.message)))
+        match self.node.check_epoch(epoch).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.code == ErrorCode::StaleEpoch => Ok(()),
+            Err(e) => Err(SessionEnd::Retry(format!(
+                "master {}: {}",
+                self.addr, e.message
+            ))),
+        }
     }
 
     /// One heartbeat. `Ok(false)`: the master asks us to register again.
@@ -255,7 +309,11 @@ impl Session<'_> {
         id: u64,
     ) -> Result<bool, SessionEnd> {
         let store = &self.node.store;
-        let reports = self.node.take_reports();
+        let reports = self.node.take_reports_for(self.index);
+        if reports.overflowed {
+            // Too much piled up while this master was away: a full report instead.
+            return Ok(false);
+        }
         let req = pb::HeartbeatRequest {
             chunkserver_id: id,
             capacity: store.capacity_bytes(),
@@ -271,7 +329,7 @@ impl Session<'_> {
         let resp = match bounded(client.heartbeat(req)).await {
             Ok(r) => r,
             Err(s) => {
-                self.node.restore_reports(reports);
+                self.node.restore_reports_for(self.index, reports);
                 return Err(s.into());
             }
         };
@@ -280,7 +338,8 @@ impl Session<'_> {
             return Ok(false);
         }
         self.accept_epoch(Epoch(resp.epoch)).await?;
-        self.execute(resp.commands).await;
+        let obey = self.obey(resp.standby, Epoch(resp.epoch));
+        self.execute(resp.commands, obey).await;
         Ok(true)
     }
 
@@ -295,11 +354,28 @@ impl Session<'_> {
             chunks,
         }))
         .await?;
-        self.execute(resp.commands).await;
+        // A block report answer carries no epoch: obey only while this master is active
+        // at the highest epoch we know (its last heartbeat said so).
+        let obey = !resp.standby && self.active.load(Ordering::Relaxed);
+        self.execute(resp.commands, obey).await;
         Ok(())
     }
 
-    async fn execute(&self, commands: Vec<pb::Command>) {
+    /// Whether commands from this master are obeyed: it must be the active master, at an
+    /// epoch no lower than the highest we have seen (a deposed one may still answer).
+    fn obey(&self, standby: bool, epoch: Epoch) -> bool {
+        let active = !standby && epoch >= self.node.highest_epoch();
+        self.active.store(active, Ordering::Relaxed);
+        active
+    }
+
+    async fn execute(&self, commands: Vec<pb::Command>, obey: bool) {
+        if !obey {
+            if !commands.is_empty() {
+                tracing::warn!(master = %self.addr, n = commands.len(), "ignoring commands from a master that is not active");
+            }
+            return;
+        }
         for cmd in commands {
             match cmd.kind {
                 Some(Kind::Delete(d)) => {

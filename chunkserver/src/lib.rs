@@ -9,8 +9,10 @@
 //! - [`dataplane`]: the framed TCP server: fenced pipelined writes, verified reads,
 //!   version bumps from the master, incoming replicas.
 //! - [`replicate`]: outgoing replica copies ordered by the master.
-//! - [`heartbeat`]: registration, heartbeats, block reports, command execution.
+//! - [`heartbeat`]: registration, heartbeats, block reports to every master; commands are
+//!   obeyed only from the active one.
 //! - [`scrub`]: the background scrubber (bounded-rate CRC verification of idle replicas).
+//! - [`witness`]: the witness lease the masters' failover safety rests on.
 //!
 //! Callers: `dfs chunkserver` (rdfs-ops) and the test harness call [`run`]; tests of the
 //! data plane alone use [`node::Node::open`] and [`dataplane::serve`].
@@ -23,6 +25,7 @@ pub mod replicate;
 pub mod scrub;
 pub mod state;
 pub mod store;
+pub mod witness;
 
 #[cfg(test)]
 mod master_tests;

@@ -28,6 +28,8 @@ struct FakeMaster {
     cluster_id: String,
     /// Answer a foreign cluster id with a ClusterMismatch status (else: with our id).
     refuse_foreign: bool,
+    /// Answer as a standby master (its commands must not be obeyed).
+    standby: bool,
     seen: Arc<Mutex<Seen>>,
     commands: Arc<Mutex<Vec<pb::Command>>>,
 }
@@ -199,6 +201,7 @@ impl Master for FakeMaster {
             heartbeat_interval_ms: 50,
             chunk_size: 1 << 20,
             commands: vec![],
+            standby: self.standby,
         }))
     }
 
@@ -209,6 +212,7 @@ impl Master for FakeMaster {
             commands,
             reregister: false,
             epoch: 2,
+            standby: self.standby,
         }))
     }
 
@@ -217,7 +221,10 @@ impl Master for FakeMaster {
         _: Request<pb::BlockReportRequest>,
     ) -> Rpc<pb::BlockReportResponse> {
         self.seen.lock().block_reports += 1;
-        Ok(Response::new(pb::BlockReportResponse { commands: vec![] }))
+        Ok(Response::new(pb::BlockReportResponse {
+            commands: vec![],
+            standby: self.standby,
+        }))
     }
 }
 
@@ -229,6 +236,10 @@ struct Fake {
 }
 
 async fn fake_master(cluster_id: &str, refuse_foreign: bool) -> Fake {
+    fake_master_as(cluster_id, refuse_foreign, false).await
+}
+
+async fn fake_master_as(cluster_id: &str, refuse_foreign: bool, standby: bool) -> Fake {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let seen = Arc::new(Mutex::new(Seen::default()));
@@ -236,6 +247,7 @@ async fn fake_master(cluster_id: &str, refuse_foreign: bool) -> Fake {
     let svc = FakeMaster {
         cluster_id: cluster_id.into(),
         refuse_foreign,
+        standby,
         seen: seen.clone(),
         commands: commands.clone(),
     };
@@ -362,6 +374,50 @@ async fn registers_heartbeats_reports_and_deletes() {
     stop.cancel();
     task.await.unwrap().unwrap();
     fake.stop.cancel();
+}
+
+#[tokio::test]
+async fn every_master_gets_reports_but_only_the_active_one_is_obeyed() {
+    let tmp = tempfile::tempdir().unwrap();
+    seed_chunk(tmp.path(), 0x20, b"kept");
+    seed_chunk(tmp.path(), 0x21, b"gone");
+    let primary = fake_master_as("cluster-1", true, false).await;
+    let standby = fake_master_as("cluster-1", true, true).await;
+    let (_, stop, task) =
+        start_run(tmp.path(), vec![standby.addr.clone(), primary.addr.clone()]).await;
+    wait_for("both registrations", || {
+        !primary.seen.lock().registers.is_empty() && !standby.seen.lock().registers.is_empty()
+    })
+    .await;
+    let delete = |id| pb::Command {
+        kind: Some(pb::command::Kind::Delete(pb::DeleteChunkCommand {
+            chunk_id: id,
+            version: 3,
+        })),
+    };
+    // The standby's command is ignored; the primary's is carried out and both hear of it.
+    standby.commands.lock().push(delete(0x20));
+    wait_for("the standby's command delivered", || {
+        standby.commands.lock().is_empty() && standby.seen.lock().heartbeats.len() >= 2
+    })
+    .await;
+    primary.commands.lock().push(delete(0x21));
+    for (name, m) in [("primary", &primary), ("standby", &standby)] {
+        wait_for(&format!("removal reported to the {name}"), || {
+            m.seen
+                .lock()
+                .heartbeats
+                .iter()
+                .any(|h| h.removed == vec![0x21])
+        })
+        .await;
+    }
+    assert!(tmp.path().join("chunks/20/0000000000000020.data").exists());
+    assert!(!tmp.path().join("chunks/21/0000000000000021.data").exists());
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    primary.stop.cancel();
+    standby.stop.cancel();
 }
 
 #[tokio::test]

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use rdfs_proto::dataplane::ChunkInfo;
 use rdfs_proto::ids::{ChunkId, Epoch};
 use rdfs_proto::ErrorCode;
-use tokio::sync::{Notify, OwnedMutexGuard};
+use tokio::sync::OwnedMutexGuard;
 
 use crate::error::ChunkserverError;
 use crate::state::StateFile;
@@ -22,17 +22,32 @@ use crate::store::{ChunkStore, StoreError};
 /// Past this many idle per-chunk locks, unused ones are dropped.
 const CHUNK_LOCKS_SOFT_MAX: usize = 1024;
 
+/// Pending incremental reports kept for one unreachable master; past this the queue is
+/// dropped and that master gets a full report (a new registration) instead.
+pub const MAX_PENDING_REPORTS: usize = 100_000;
+
 /// Replicas to tell the master about in the next heartbeat.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Reports {
     pub added: Vec<ChunkInfo>,
     pub removed: Vec<ChunkId>,
     pub bad: Vec<ChunkInfo>,
+    /// The queue overflowed and was dropped: only a full report brings the master up to date.
+    pub overflowed: bool,
 }
 
 impl Reports {
     pub fn is_empty(&self) -> bool {
-        self.added.is_empty() && self.removed.is_empty() && self.bad.is_empty()
+        self.added.is_empty() && self.removed.is_empty() && self.bad.is_empty() && !self.overflowed
+    }
+
+    /// Bounds the queue of a master that has been unreachable for long.
+    fn cap(&mut self) {
+        if self.added.len() + self.removed.len() > MAX_PENDING_REPORTS {
+            self.added.clear();
+            self.removed.clear();
+            self.overflowed = true;
+        }
     }
 }
 
@@ -43,11 +58,15 @@ pub struct Node {
     epoch: AtomicU64,
     /// Held by a primary for a whole mutation, so a chunk's mutations are serialised.
     chunk_locks: parking_lot::Mutex<HashMap<ChunkId, Arc<tokio::sync::Mutex<()>>>>,
-    reports: parking_lot::Mutex<Reports>,
-    /// Wakes the master loop for an immediate heartbeat (a bad replica to report).
-    pub(crate) report_now: Notify,
+    /// Pending reports, one queue per master (each master's session drains its own).
+    reports: parking_lot::Mutex<Vec<Reports>>,
+    /// Wakes the master sessions for an immediate heartbeat (a bad replica to report):
+    /// the value is bumped, every session watches it.
+    pub(crate) report_now: tokio::sync::watch::Sender<u64>,
     /// The background scrubber's progress (reported with every heartbeat).
     pub scrub: crate::scrub::ScrubStats,
+    /// The witness lease expiry (the rest of the witness state is in STATE).
+    pub(crate) witness: crate::witness::WitnessLease,
 }
 
 /// A request-level failure, answered as `Msg::Error` on the data plane.
@@ -89,13 +108,14 @@ impl Node {
         let node = Node {
             store: Arc::new(store),
             epoch: AtomicU64::new(st.highest_epoch.0),
+            witness: crate::witness::WitnessLease::after_start(&st, std::time::Instant::now()),
             state,
             chunk_locks: parking_lot::Mutex::new(HashMap::new()),
-            reports: parking_lot::Mutex::new(Reports {
+            reports: parking_lot::Mutex::new(vec![Reports {
                 bad: report.bad,
                 ..Reports::default()
-            }),
-            report_now: Notify::new(),
+            }]),
+            report_now: tokio::sync::watch::channel(0).0,
             scrub: Default::default(),
         };
         Ok(Arc::new(node))
@@ -139,6 +159,11 @@ impl Node {
         locks.entry(id).or_default().clone()
     }
 
+    /// Notes an epoch the witness recorded durably (the fast-path cache follows it).
+    pub(crate) fn note_epoch(&self, epoch: Epoch) {
+        self.epoch.fetch_max(epoch.0, Ordering::AcqRel);
+    }
+
     /// The per-chunk mutation lock.
     pub async fn lock_chunk(&self, id: ChunkId) -> OwnedMutexGuard<()> {
         self.chunk_lock(id).lock_owned().await
@@ -168,12 +193,13 @@ impl Node {
             .quarantine(id)
             .or_else(|| self.quarantined_info(id))
         {
-            let mut reports = self.reports.lock();
-            if !reports.bad.iter().any(|b| b.chunk_id == id) {
-                reports.bad.push(info);
+            for reports in self.reports.lock().iter_mut() {
+                if !reports.bad.iter().any(|b| b.chunk_id == id) {
+                    reports.bad.push(info.clone());
+                }
             }
         }
-        self.report_now.notify_one();
+        self.report_now.send_modify(|g| *g = g.wrapping_add(1));
     }
 
     fn quarantined_info(&self, id: ChunkId) -> Option<ChunkInfo> {
@@ -182,31 +208,62 @@ impl Node {
     }
 
     pub fn report_added(&self, info: ChunkInfo) {
-        let mut reports = self.reports.lock();
-        reports.added.retain(|a| a.chunk_id != info.chunk_id);
-        reports.bad.retain(|b| b.chunk_id != info.chunk_id);
-        reports.added.push(info);
+        for reports in self.reports.lock().iter_mut() {
+            reports.added.retain(|a| a.chunk_id != info.chunk_id);
+            reports.bad.retain(|b| b.chunk_id != info.chunk_id);
+            reports.added.push(info.clone());
+            reports.cap();
+        }
     }
 
     pub fn report_removed(&self, id: ChunkId) {
-        let mut reports = self.reports.lock();
-        reports.added.retain(|a| a.chunk_id != id);
-        reports.removed.push(id);
+        for reports in self.reports.lock().iter_mut() {
+            reports.added.retain(|a| a.chunk_id != id);
+            reports.removed.push(id);
+            reports.cap();
+        }
     }
 
-    /// Takes the pending reports for a heartbeat.
+    /// Sizes the report queues for `n` masters (the master loop calls it once at start;
+    /// before that, everything goes to queue 0).
+    pub fn set_master_count(&self, n: usize) {
+        let mut reports = self.reports.lock();
+        let first = reports.first().cloned().unwrap_or_default();
+        reports.resize(n.max(1), first);
+    }
+
+    /// Takes master 0's pending reports (single-master callers and tests).
     pub fn take_reports(&self) -> Reports {
-        std::mem::take(&mut *self.reports.lock())
+        self.take_reports_for(0)
     }
 
-    /// Puts reports back after a heartbeat that did not reach the master.
+    /// Takes the pending reports of master `i` for a heartbeat.
+    pub fn take_reports_for(&self, i: usize) -> Reports {
+        self.reports
+            .lock()
+            .get_mut(i)
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// Puts reports back after a heartbeat that did not reach master 0.
     pub fn restore_reports(&self, old: Reports) {
-        let mut reports = self.reports.lock();
-        let newer = std::mem::take(&mut *reports);
+        self.restore_reports_for(0, old)
+    }
+
+    /// Puts reports back after a heartbeat that did not reach master `i`.
+    pub fn restore_reports_for(&self, i: usize, old: Reports) {
+        let mut all = self.reports.lock();
+        let Some(reports) = all.get_mut(i) else {
+            return;
+        };
+        let newer = std::mem::take(reports);
         *reports = old;
         reports.added.extend(newer.added);
         reports.removed.extend(newer.removed);
         reports.bad.extend(newer.bad);
+        reports.overflowed |= newer.overflowed;
+        reports.cap();
     }
 }
 

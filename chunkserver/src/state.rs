@@ -2,7 +2,10 @@
 //! process, so a second chunkserver on the same directory is refused) and `<data>/STATE`.
 //!
 //! STATE layout (little-endian): magic `RDFSCSST` | format u32 | cluster_id (u32 len + UTF-8)
-//! | node_id (u32 len + UTF-8) | highest_epoch u64 | crc32 of everything before.
+//! | node_id (u32 len + UTF-8) | highest_epoch u64 | (format 2:) the witness record: promised
+//! epoch u64 | holder id (str) | holder address (str) | lease ms u64 | mark epoch u64 | mark
+//! serial u64 | mark in-sync standby (str) | mark out-of-sync seq u64 | crc32 of everything
+//! before. Format 1 (no witness record) is still read, with an empty record.
 //! It is replaced crash-safely: `.partial`, fsync, rename, fsync the directory. The node id
 //! is random and created once; the cluster id is adopted at the first registration; the
 //! highest epoch only ever rises.
@@ -13,12 +16,15 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use parking_lot::Mutex;
+use rdfs_proto::dataplane::StandbyMark;
 use rdfs_proto::ids::Epoch;
 
 /// First bytes of the STATE file.
 const STATE_MAGIC: &[u8; 8] = b"RDFSCSST";
-/// Bumped on any layout change.
-const STATE_FORMAT_VERSION: u32 = 1;
+/// Bumped on any layout change. 2: the witness record.
+const STATE_FORMAT_VERSION: u32 = 2;
+/// The format before the witness record; still read.
+const STATE_FORMAT_V1: u32 = 1;
 /// Longest id string we accept from disk or from a master.
 const MAX_ID_LEN: usize = 256;
 /// Random bytes in a node id (printed as hex).
@@ -45,6 +51,23 @@ pub struct NodeState {
     pub cluster_id: String,
     pub node_id: String,
     pub highest_epoch: Epoch,
+    /// What this chunkserver, as a witness for the masters' leases, has promised.
+    pub witness: WitnessRecord,
+}
+
+/// The durable part of the witness state (the lease expiry itself lives in memory).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WitnessRecord {
+    /// Highest epoch promised to a promotion candidate.
+    pub promised: Epoch,
+    /// The master holding (or last holding) the lease.
+    pub holder_id: String,
+    pub holder_addr: String,
+    /// Length of the last lease granted: after a restart the lease is assumed to run that
+    /// long again from the restart, since its real expiry was lost.
+    pub lease_ms: u64,
+    /// The newest standby mark a primary recorded here.
+    pub mark: StandbyMark,
 }
 
 /// The locked data directory and its STATE, updated durably.
@@ -82,6 +105,7 @@ impl StateFile {
                     cluster_id: String::new(),
                     node_id: hex::encode(rand::random::<[u8; NODE_ID_BYTES]>()),
                     highest_epoch: Epoch(0),
+                    witness: WitnessRecord::default(),
                 };
                 write_durably(&path, &fresh)?;
                 fresh
@@ -109,6 +133,27 @@ impl StateFile {
         Ok(())
     }
 
+    /// Applies `change` to a copy of the state and, if that changed anything, makes it
+    /// durable before it becomes visible. Returns the state after the change.
+    pub fn update(&self, change: impl FnOnce(&mut NodeState)) -> Result<NodeState, StateError> {
+        self.update_with(change).map(|(st, ())| st)
+    }
+
+    /// Like [`StateFile::update`], also returning what `change` returned.
+    pub fn update_with<T>(
+        &self,
+        change: impl FnOnce(&mut NodeState) -> T,
+    ) -> Result<(NodeState, T), StateError> {
+        let mut st = self.state.lock();
+        let mut next = st.clone();
+        let out = change(&mut next);
+        if next != *st {
+            write_durably(&self.path, &next)?;
+            *st = next;
+        }
+        Ok((st.clone(), out))
+    }
+
     /// Durably raises the highest epoch seen; a lower or equal one changes nothing.
     pub fn raise_epoch(&self, epoch: Epoch) -> Result<(), StateError> {
         let mut st = self.state.lock();
@@ -133,14 +178,26 @@ fn encode(st: &NodeState) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(STATE_MAGIC);
     out.extend_from_slice(&STATE_FORMAT_VERSION.to_le_bytes());
-    for s in [&st.cluster_id, &st.node_id] {
-        out.extend_from_slice(&(s.len() as u32).to_le_bytes());
-        out.extend_from_slice(s.as_bytes());
-    }
+    put_str(&mut out, &st.cluster_id);
+    put_str(&mut out, &st.node_id);
     out.extend_from_slice(&st.highest_epoch.0.to_le_bytes());
+    let w = &st.witness;
+    out.extend_from_slice(&w.promised.0.to_le_bytes());
+    put_str(&mut out, &w.holder_id);
+    put_str(&mut out, &w.holder_addr);
+    out.extend_from_slice(&w.lease_ms.to_le_bytes());
+    out.extend_from_slice(&w.mark.epoch.0.to_le_bytes());
+    out.extend_from_slice(&w.mark.serial.to_le_bytes());
+    put_str(&mut out, &w.mark.in_sync);
+    out.extend_from_slice(&w.mark.out_of_sync_at.to_le_bytes());
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
 }
 
 fn decode(bytes: &[u8]) -> Result<NodeState, String> {
@@ -154,12 +211,28 @@ fn decode(bytes: &[u8]) -> Result<NodeState, String> {
         return Err("bad magic".into());
     }
     let format = u32::from_le_bytes(cur.array()?);
-    if format != STATE_FORMAT_VERSION {
+    if format != STATE_FORMAT_VERSION && format != STATE_FORMAT_V1 {
         return Err(format!("unknown format version {format}"));
     }
     let cluster_id = cur.string()?;
     let node_id = cur.string()?;
-    let highest_epoch = Epoch(u64::from_le_bytes(cur.array()?));
+    let highest_epoch = Epoch(cur.u64()?);
+    let witness = if format == STATE_FORMAT_V1 {
+        WitnessRecord::default()
+    } else {
+        WitnessRecord {
+            promised: Epoch(cur.u64()?),
+            holder_id: cur.string()?,
+            holder_addr: cur.string()?,
+            lease_ms: cur.u64()?,
+            mark: StandbyMark {
+                epoch: Epoch(cur.u64()?),
+                serial: cur.u64()?,
+                in_sync: cur.string()?,
+                out_of_sync_at: cur.u64()?,
+            },
+        }
+    };
     if cur.pos != body.len() {
         return Err("trailing bytes".into());
     }
@@ -167,6 +240,7 @@ fn decode(bytes: &[u8]) -> Result<NodeState, String> {
         cluster_id,
         node_id,
         highest_epoch,
+        witness,
     })
 }
 
@@ -191,6 +265,10 @@ impl<'a> Cursor<'a> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.take(N)?);
         Ok(out)
+    }
+
+    fn u64(&mut self) -> Result<u64, String> {
+        Ok(u64::from_le_bytes(self.array()?))
     }
 
     fn string(&mut self) -> Result<String, String> {
@@ -237,9 +315,47 @@ mod tests {
             NodeState {
                 cluster_id: "cluster-a".into(),
                 node_id: st.node_id,
-                highest_epoch: Epoch(7)
+                highest_epoch: Epoch(7),
+                witness: WitnessRecord::default(),
             }
         );
+    }
+
+    #[test]
+    fn witness_record_survives_reopen_and_format_1_still_loads() {
+        let tmp = tempfile::tempdir().unwrap();
+        let first = StateFile::open(tmp.path()).unwrap();
+        let node_id = first.get().node_id;
+        let after = first
+            .update(|st| {
+                st.witness.promised = Epoch(5);
+                st.witness.holder_id = "m-a".into();
+                st.witness.holder_addr = "127.0.0.1:9000".into();
+                st.witness.lease_ms = 1500;
+                st.witness.mark = StandbyMark {
+                    epoch: Epoch(4),
+                    serial: 9,
+                    in_sync: "m-b".into(),
+                    out_of_sync_at: 0,
+                };
+            })
+            .unwrap();
+        drop(first);
+        let again = StateFile::open(tmp.path()).unwrap().get();
+        assert_eq!(again, after);
+        assert_eq!(again.witness.mark.in_sync, "m-b");
+        // A format-1 file (written before the witness record existed) loads with none.
+        let mut v1 = Vec::new();
+        v1.extend_from_slice(STATE_MAGIC);
+        v1.extend_from_slice(&STATE_FORMAT_V1.to_le_bytes());
+        put_str(&mut v1, "cluster-a");
+        put_str(&mut v1, &node_id);
+        v1.extend_from_slice(&3u64.to_le_bytes());
+        let crc = crc32fast::hash(&v1);
+        v1.extend_from_slice(&crc.to_le_bytes());
+        let old = decode(&v1).unwrap();
+        assert_eq!(old.highest_epoch, Epoch(3));
+        assert_eq!(old.witness, WitnessRecord::default());
     }
 
     #[test]

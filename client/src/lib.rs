@@ -374,6 +374,31 @@ impl Client {
         Ok(resp)
     }
 
+    /// Clean handover from the primary to its in-sync standby (`dfs admin failover`):
+    /// returns the new primary's address and epoch. Not retried: a handover that failed
+    /// leaves the old primary serving, and the caller decides whether to try again.
+    pub async fn failover(&self) -> Result<pb::FailoverResponse> {
+        let masters = &self.inner.masters;
+        // Find the primary first (any call that only the primary answers).
+        self.stat("/").await?;
+        let index = masters.current_index();
+        let addr = masters.addr(index).to_string();
+        let mut ha = masters.ha_client(index);
+        let call = ha.failover(pb::FailoverRequest {});
+        match tokio::time::timeout(self.inner.timeout, call).await {
+            Ok(Ok(r)) => Ok(r.into_inner()),
+            Ok(Err(status)) => Err(ClientError::from_status("failover", &addr, &status)),
+            Err(_) => Err(ClientError::Timeout(format!(
+                "master {addr} did not finish the handover"
+            ))),
+        }
+    }
+
+    /// The highest master epoch this client has seen.
+    pub fn master_epoch(&self) -> u64 {
+        self.inner.masters.epoch()
+    }
+
     /// Health check of the tree under `path`.
     pub async fn fsck(&self, path: &str, list_chunks: bool) -> Result<pb::FsckResponse> {
         self.fsck_lists(path, list_chunks, false).await

@@ -4,14 +4,19 @@
 //! Invariants: every attempt has a deadline (the caller's whole-operation deadline, capped
 //! per attempt when there is another master to try); retryable errors (`ErrorCode::is_retryable`,
 //! including safe mode) are retried with capped exponential backoff until the deadline;
-//! `NotPrimary` and transport failures move on to the next address.
+//! `NotPrimary` and transport failures move on to the next address (straight to the one a
+//! `NotPrimary` answer names, when it is in the list). Every answer carries the master's
+//! epoch: the highest seen is remembered, and a master answering with a lower one (a
+//! deposed primary) is treated like a `NotPrimary` — a failover is retried through, never
+//! surfaced for a call that can be retried.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rdfs_proto::limits::MAX_GRPC_MESSAGE_BYTES;
 use rdfs_proto::pb::master_client::MasterClient;
+use rdfs_proto::pb::master_ha_client::MasterHaClient;
 use rdfs_proto::ErrorCode;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
@@ -31,16 +36,25 @@ const MASTER_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// after the whole deadline. Masters that answer (even "not primary") keep the full deadline.
 const UNREACHABLE_GIVE_UP: Duration = Duration::from_secs(4);
 
+/// Metadata keys the master sets (see `rdfs_master::ha`).
+const EPOCH_KEY: &str = "rdfs-epoch";
+const PRIMARY_HINT_KEY: &str = "rdfs-primary-hint";
+
 /// The masters a client may talk to, and which one answered last.
 pub(crate) struct Masters {
     clients: Vec<(String, MasterClient<Channel>)>,
+    /// The same channels, for the `MasterHa` service.
+    channels: Vec<Channel>,
     current: AtomicUsize,
+    /// Highest master epoch seen in any answer.
+    epoch: AtomicU64,
 }
 
 impl Masters {
     /// Builds lazily-connecting clients for every address (no I/O here).
     pub(crate) fn new(addrs: &[String], timeout: Duration) -> Result<Masters> {
         let mut clients = Vec::with_capacity(addrs.len());
+        let mut channels = Vec::with_capacity(addrs.len());
         for addr in addrs {
             let addr = addr.trim();
             if addr.is_empty() {
@@ -62,6 +76,7 @@ impl Masters {
                 .connect_timeout(MASTER_CONNECT_TIMEOUT.min(timeout))
                 .timeout(timeout)
                 .connect_lazy();
+            channels.push(channel.clone());
             let client = MasterClient::new(channel)
                 .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
@@ -76,8 +91,54 @@ impl Masters {
         }
         Ok(Masters {
             clients,
+            channels,
             current: AtomicUsize::new(0),
+            epoch: AtomicU64::new(0),
         })
+    }
+
+    /// Highest master epoch this client has seen.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Relaxed)
+    }
+
+    /// Checks an answer's epoch: a lower one than seen comes from a deposed master.
+    fn fresh_epoch(&self, meta: &tonic::metadata::MetadataMap) -> bool {
+        let Some(e) = meta
+            .get(EPOCH_KEY)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+        else {
+            return true;
+        };
+        let seen = self.epoch.fetch_max(e, Ordering::Relaxed);
+        e >= seen
+    }
+
+    /// Moves `current` to the master a `NotPrimary` answer named, if it is one of ours;
+    /// otherwise to the next address after `index`.
+    fn move_on(&self, index: usize, hint: Option<&str>) {
+        let to = hint
+            .and_then(|h| self.clients.iter().position(|(a, _)| a == h))
+            .unwrap_or((index + 1) % self.clients.len());
+        // Compare-exchange so concurrent callers failing on the same master move only once.
+        let _ = self
+            .current
+            .compare_exchange(index, to, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// `MasterHa` clients on the same channels (admin calls such as failover).
+    pub(crate) fn ha_client(&self, index: usize) -> MasterHaClient<Channel> {
+        MasterHaClient::new(self.channels[index % self.channels.len()].clone())
+    }
+
+    /// Address `index` of the list.
+    pub(crate) fn addr(&self, index: usize) -> &str {
+        &self.clients[index % self.clients.len()].0
+    }
+
+    pub(crate) fn current_index(&self) -> usize {
+        self.current.load(Ordering::Relaxed) % self.clients.len()
     }
 
     /// Addresses, for error messages.
@@ -118,9 +179,26 @@ impl Masters {
             if many {
                 attempt = attempt.min(MASTER_ATTEMPT_TIMEOUT);
             }
+            let mut hint = None;
             let err = match tokio::time::timeout(attempt, f(client.clone())).await {
-                Ok(Ok(resp)) => return Ok(resp.into_inner()),
-                Ok(Err(status)) => ClientError::from_status(path, addr, &status),
+                Ok(Ok(resp)) if self.fresh_epoch(resp.metadata()) => return Ok(resp.into_inner()),
+                Ok(Ok(_)) => ClientError::remote(
+                    path,
+                    ErrorCode::NotPrimary,
+                    format!(
+                        "master {addr} answered from an older epoch than {}",
+                        self.epoch()
+                    ),
+                ),
+                Ok(Err(status)) => {
+                    self.fresh_epoch(status.metadata());
+                    hint = status
+                        .metadata()
+                        .get(PRIMARY_HINT_KEY)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string);
+                    ClientError::from_status(path, addr, &status)
+                }
                 Err(_) => ClientError::Timeout(format!("master {addr} did not answer {what}")),
             };
             let code = err.code();
@@ -133,14 +211,13 @@ impl Masters {
                 code,
                 ErrorCode::NotPrimary | ErrorCode::Unavailable | ErrorCode::Timeout
             ) {
-                // This address cannot serve us now: try the next one. Compare-exchange so
-                // concurrent callers failing on the same master move on only once.
-                let _ = self.current.compare_exchange(
-                    index,
-                    (index + 1) % self.clients.len(),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                );
+                // This address cannot serve us now: try the one named, or the next.
+                self.move_on(index, hint.as_deref());
+                if code == ErrorCode::NotPrimary && hint.is_some() {
+                    // Told where to go: go there without waiting.
+                    last_err = Some(err);
+                    continue;
+                }
             }
             last_err = Some(err);
             let pause = backoff.min(deadline.saturating_duration_since(Instant::now()));

@@ -170,7 +170,8 @@ impl Master {
         }
         let cred = cred_of(&r.caller);
         let time_ns = now_ns();
-        self.mutate(
+        self.mutate_req(
+            &r.request_id,
             |st| {
                 let root = st.ns.resolve_as(&p, &cred).map_err(|e| ns_status(&p, e))?;
                 let files = st.files_under(root)?;
@@ -195,7 +196,7 @@ impl Master {
                 tracing::info!(path = %p, replication = r.replication, files = n, "setrep");
                 Ok((ops, n))
             },
-            |_, files| SetReplicationResponse { files },
+            |_, files| Ok(SetReplicationResponse { files }),
         )
         .await
     }

@@ -10,12 +10,14 @@ use bincode::Options;
 
 use crate::error::MasterError;
 use crate::fsutil::durable_write;
-use crate::namespace::{Namespace, NamespaceV1, NamespaceV2};
+use crate::namespace::{Namespace, NamespaceV1, NamespaceV2, NamespaceV3};
 
 pub const CHECKPOINT_MAGIC: &[u8; 8] = b"RDFSCKPT";
 /// 3: chunks carry reference counts and pending copies (snapshots), the namespace keeps the
-/// trash entries.
-pub const CHECKPOINT_VERSION: u32 = 3;
+/// trash entries; still loaded.
+const CHECKPOINT_VERSION_V3: u32 = 3;
+/// 4: the namespace keeps the epoch history and the witness membership (failover).
+pub const CHECKPOINT_VERSION: u32 = 4;
 /// 2: inodes carry xattrs, symlinks/FIFOs exist, the namespace keeps orphans; still loaded.
 const CHECKPOINT_VERSION_V2: u32 = 2;
 /// The format before hard links and xattrs; still loaded (converted).
@@ -25,7 +27,7 @@ pub const CHECKPOINTS_KEPT: usize = 2;
 /// magic + version + seq + len.
 const HEADER_BYTES: usize = 28;
 /// Largest namespace image accepted when loading.
-const MAX_CHECKPOINT_BYTES: u64 = 16 << 30;
+pub const MAX_CHECKPOINT_BYTES: u64 = 16 << 30;
 
 fn codec() -> impl Options {
     bincode::DefaultOptions::new()
@@ -76,6 +78,10 @@ pub fn decode(buf: &[u8]) -> Result<(u64, Namespace), String> {
         CHECKPOINT_VERSION => codec()
             .deserialize(&body[HEADER_BYTES..])
             .map_err(|e| format!("undecodable namespace: {e}"))?,
+        CHECKPOINT_VERSION_V3 => codec()
+            .deserialize::<NamespaceV3>(&body[HEADER_BYTES..])
+            .map_err(|e| format!("undecodable format-3 namespace: {e}"))?
+            .into(),
         CHECKPOINT_VERSION_V2 => codec()
             .deserialize::<NamespaceV2>(&body[HEADER_BYTES..])
             .map_err(|e| format!("undecodable format-2 namespace: {e}"))?
@@ -142,4 +148,92 @@ pub fn write(dir: &Path, last_seq: u64, image: &[u8]) -> Result<u64, MasterError
         .min()
         .unwrap_or(last_seq);
     Ok(oldest_kept)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+    use bincode::Options;
+    use rdfs_proto::ids::{ChunkId, Epoch, InodeId};
+    use serde::Serialize;
+
+    use super::*;
+    use crate::namespace::{ChunkMeta, Inode, NewNode, Op, TrashEntry};
+
+    /// Wraps a body in a checkpoint image of the given format version.
+    fn image(version: u32, seq: u64, body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(CHECKPOINT_MAGIC);
+        out.extend_from_slice(&version.to_le_bytes());
+        out.extend_from_slice(&seq.to_le_bytes());
+        out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        out.extend_from_slice(body);
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    #[test]
+    fn format_3_images_load_with_an_empty_ha_history() {
+        // The format-3 layout: the namespace fields before the HA metadata.
+        #[derive(Serialize)]
+        struct V3<'a> {
+            inodes: HashMap<InodeId, &'a Inode>,
+            chunks: HashMap<ChunkId, ChunkMeta>,
+            next_inode: u64,
+            next_chunk_id: u64,
+            epoch: Epoch,
+            orphans: BTreeSet<InodeId>,
+            trash: BTreeMap<InodeId, TrashEntry>,
+        }
+        let mut ns = Namespace::new();
+        let node = NewNode {
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            replication: 0,
+            time_ns: 1,
+        };
+        for op in ns.plan_mkdir("/a", &node, false).unwrap() {
+            ns.apply(&op).unwrap();
+        }
+        let a = ns.resolve("/a").unwrap();
+        let old = V3 {
+            inodes: [InodeId::ROOT, a]
+                .into_iter()
+                .map(|id| (id, ns.inode(id).unwrap()))
+                .collect(),
+            chunks: HashMap::new(),
+            next_inode: ns.next_inode().0,
+            next_chunk_id: 1,
+            epoch: Epoch(1),
+            orphans: BTreeSet::new(),
+            trash: BTreeMap::new(),
+        };
+        let body = bincode::DefaultOptions::new()
+            .with_fixint_encoding()
+            .serialize(&old)
+            .unwrap();
+        let (seq, loaded) = decode(&image(3, 9, &body)).unwrap();
+        assert_eq!(seq, 9);
+        assert_eq!(loaded, ns, "converted image equals the live namespace");
+        assert_eq!(loaded.ha().history(), vec![(Epoch(1), 1)]);
+        // And the current format round-trips the HA metadata.
+        let mut ns = loaded;
+        ns.apply(&Op::NewEpoch {
+            epoch: Epoch(2),
+            start_seq: 10,
+        })
+        .unwrap();
+        ns.apply(&Op::AddWitness {
+            node_id: "n1".into(),
+            addr: "127.0.0.1:7".into(),
+        })
+        .unwrap();
+        let (_, back) = decode(&encode(&ns, 11).unwrap()).unwrap();
+        assert_eq!(back.ha().history(), vec![(Epoch(1), 1), (Epoch(2), 10)]);
+        assert_eq!(back.ha().witnesses.len(), 1);
+        assert_eq!(back.epoch(), Epoch(2));
+    }
 }

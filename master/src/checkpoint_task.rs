@@ -3,7 +3,8 @@
 //! Under the state lock: encode the namespace at `last_seq` and queue a log rotation to
 //! `last_seq + 1` (so later records land in a new segment). Then wait until the rotation
 //! is done — which proves every record up to `last_seq` is durable — write the image
-//! durably, and remove segments wholly covered by the oldest checkpoint kept.
+//! durably, and remove segments wholly covered by the oldest checkpoint kept and already
+//! held by the standby (SPEC: segments are kept until every standby has them).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,6 +18,9 @@ use crate::oplog::LogCmd;
 use crate::state::Master;
 use crate::{checkpoint, oplog, recovery};
 
+/// Records kept on disk for a standby that is behind; one further behind loads a
+/// checkpoint instead, so a standby that went away does not make the log grow forever.
+const MAX_RETAINED_OPS: u64 = 10 * CHECKPOINT_EVERY_OPS;
 /// How often the periodic task checks whether a checkpoint is due.
 const CHECKPOINT_POLL: Duration = Duration::from_secs(1);
 
@@ -72,9 +76,17 @@ pub async fn checkpoint(master: &Master) -> Result<(), MasterError> {
         .map_err(|_| MasterError::Log("op-log writer stopped".into()))?
         .map_err(MasterError::Log)?;
     let dir = master.config.data_dir.clone();
+    // Segments a standby may still need to catch up from are kept (beyond a bound, it
+    // loads a checkpoint instead).
+    let retain = master
+        .ha
+        .retain_from()
+        .filter(|from| seq.saturating_sub(*from) < MAX_RETAINED_OPS)
+        .map(|from| from.saturating_sub(1));
     let oldest_kept = tokio::task::spawn_blocking(move || -> Result<u64, MasterError> {
         let oldest = checkpoint::write(&checkpoint::checkpoint_dir(&dir), seq, &image)?;
-        recovery::remove_covered_segments(&oplog::segment_dir(&dir), oldest)?;
+        let covered = retain.map_or(oldest, |r| r.min(oldest));
+        recovery::remove_covered_segments(&oplog::segment_dir(&dir), covered)?;
         Ok(oldest)
     })
     .await

@@ -46,6 +46,18 @@ pub struct MasterConfig {
     pub trash_grace: Duration,
     /// Concurrent replica copies one chunkserver may send (repair and balancer throttle).
     pub max_transfers_per_source: u32,
+    /// Run as a hot standby of the primary at this address (`--standby-of`).
+    pub standby_of: Option<String>,
+    /// A standby takes over after this long without a healthy primary; also the witness
+    /// lease length (`--failover-timeout`).
+    pub failover_timeout: Duration,
+    /// The address clients, chunkservers and the other master use for this one; default:
+    /// the listener's address.
+    pub advertise_addr: Option<String>,
+    /// Chunkservers become lease witnesses when they register (the SPEC's failover rule).
+    /// Off: a single master that no standby can ever replace (unit tests with fake
+    /// chunkservers); no witness lease is needed then.
+    pub witnesses: bool,
 }
 
 impl MasterConfig {
@@ -64,6 +76,10 @@ impl MasterConfig {
             session_ttl: DEFAULT_SESSION_TTL,
             trash_grace: DEFAULT_TRASH_GRACE,
             max_transfers_per_source: crate::chunk_map::DEFAULT_MAX_TRANSFERS_PER_SOURCE,
+            standby_of: None,
+            failover_timeout: crate::ha::DEFAULT_FAILOVER_TIMEOUT,
+            advertise_addr: None,
+            witnesses: true,
         }
     }
 
@@ -89,6 +105,20 @@ impl MasterConfig {
             return bad(format!(
                 "heartbeat interval {:?} must be non-zero and below the timeout {:?}",
                 self.heartbeat_interval, self.heartbeat_timeout
+            ));
+        }
+        if self.failover_timeout < crate::ha::MIN_FAILOVER_TIMEOUT {
+            return bad(format!(
+                "failover timeout {:?} is below the minimum {:?}",
+                self.failover_timeout,
+                crate::ha::MIN_FAILOVER_TIMEOUT
+            ));
+        }
+        if self.failover_timeout > rdfs_proto::limits::MAX_FAILOVER_TIMEOUT {
+            return bad(format!(
+                "failover timeout {:?} is above the maximum {:?}",
+                self.failover_timeout,
+                rdfs_proto::limits::MAX_FAILOVER_TIMEOUT
             ));
         }
         for (name, d) in [

@@ -16,6 +16,11 @@ const CLUSTER_ID_BYTES: usize = 16;
 const CLUSTER_FILE_BYTES: usize = 8 + 4 + CLUSTER_ID_BYTES + 8 + 4;
 pub const LOCK_FILE: &str = "LOCK";
 pub const CLUSTER_FILE: &str = "CLUSTER";
+/// This master's own id (not the cluster's): random hex, created once per data directory.
+/// The witnesses know a primary and a standby by it.
+pub const MASTER_ID_FILE: &str = "MASTER_ID";
+/// Random bytes of a master id.
+const MASTER_ID_BYTES: usize = 16;
 
 /// Holds the flock for as long as it lives.
 #[derive(Debug)]
@@ -85,6 +90,63 @@ fn decode(buf: &[u8]) -> Result<ClusterIdentity, String> {
     })
 }
 
+/// Reads `CLUSTER` if the directory has one.
+pub fn read(dir: &Path) -> Result<Option<ClusterIdentity>, MasterError> {
+    let path = dir.join(CLUSTER_FILE);
+    match fs::read(&path) {
+        Ok(buf) => decode(&buf)
+            .map(Some)
+            .map_err(|reason| MasterError::ForeignDir {
+                path: path.clone(),
+                reason: format!("CLUSTER file invalid: {reason}"),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(MasterError::io(&path, "reading cluster identity", e)),
+    }
+}
+
+/// Initialises an empty directory with the identity of an existing cluster (a new standby
+/// takes its primary's); a directory that already has one must match it.
+pub fn init_with(dir: &Path, id: &ClusterIdentity) -> Result<(), MasterError> {
+    if let Some(have) = read(dir)? {
+        if have.cluster_id != id.cluster_id {
+            return Err(MasterError::ForeignDir {
+                path: dir.to_path_buf(),
+                reason: format!(
+                    "it belongs to cluster {}, the primary serves cluster {}",
+                    have.cluster_id, id.cluster_id
+                ),
+            });
+        }
+        return Ok(());
+    }
+    let path = dir.join(CLUSTER_FILE);
+    durable_write(&path, &encode(id)?)?;
+    fsync_dir(dir)?;
+    tracing::info!(cluster_id = %id.cluster_id, dir = %dir.display(), "joined cluster as a standby");
+    Ok(())
+}
+
+/// This master's id: read from `MASTER_ID`, created (random) when missing.
+pub fn master_id(dir: &Path) -> Result<String, MasterError> {
+    let path = dir.join(MASTER_ID_FILE);
+    match fs::read_to_string(&path) {
+        Ok(s) if s.trim().len() == 2 * MASTER_ID_BYTES && hex::decode(s.trim()).is_ok() => {
+            Ok(s.trim().to_string())
+        }
+        Ok(_) => Err(MasterError::ForeignDir {
+            path,
+            reason: "MASTER_ID is not a master id".into(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = hex::encode(rand::random::<[u8; MASTER_ID_BYTES]>());
+            durable_write(&path, id.as_bytes())?;
+            Ok(id)
+        }
+        Err(e) => Err(MasterError::io(&path, "reading the master id", e)),
+    }
+}
+
 /// Reads `CLUSTER`, or initialises an empty directory (only `LOCK` present) with a fresh id.
 /// Returns the identity and whether the directory was just initialised.
 pub fn open_or_init(dir: &Path, chunk_size: u64) -> Result<(ClusterIdentity, bool), MasterError> {
@@ -105,7 +167,12 @@ pub fn open_or_init(dir: &Path, chunk_size: u64) -> Result<(ClusterIdentity, boo
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         // A leftover CLUSTER.partial is an initialisation that crashed before its rename.
-        .filter(|n| n != LOCK_FILE && n != "CLUSTER.partial")
+        .filter(|n| {
+            n != LOCK_FILE
+                && n != "CLUSTER.partial"
+                && n != MASTER_ID_FILE
+                && n != "MASTER_ID.partial"
+        })
         .collect();
     if !others.is_empty() {
         return Err(MasterError::ForeignDir {
@@ -155,6 +222,32 @@ mod tests {
         fs::write(tmp.path().join(CLUSTER_FILE), b"garbage").unwrap();
         assert!(matches!(
             open_or_init(tmp.path(), 1 << 20),
+            Err(MasterError::ForeignDir { .. })
+        ));
+    }
+
+    #[test]
+    fn a_standby_takes_its_primarys_identity_and_keeps_its_own_master_id() {
+        let tmp = tempfile::tempdir().unwrap();
+        let me = master_id(tmp.path()).unwrap();
+        assert_eq!(me.len(), 32);
+        assert_eq!(master_id(tmp.path()).unwrap(), me, "stable");
+        let theirs = ClusterIdentity {
+            cluster_id: "00112233445566778899aabbccddeeff".into(),
+            chunk_size: 1 << 20,
+        };
+        assert_eq!(read(tmp.path()).unwrap(), None);
+        init_with(tmp.path(), &theirs).unwrap();
+        assert_eq!(read(tmp.path()).unwrap(), Some(theirs.clone()));
+        let (again, fresh) = open_or_init(tmp.path(), 4 << 20).unwrap();
+        assert!(!fresh);
+        assert_eq!(again, theirs);
+        let other = ClusterIdentity {
+            cluster_id: "ffeeddccbbaa99887766554433221100".into(),
+            chunk_size: 1 << 20,
+        };
+        assert!(matches!(
+            init_with(tmp.path(), &other),
             Err(MasterError::ForeignDir { .. })
         ));
     }

@@ -130,43 +130,47 @@ impl Master {
             r.replication
         };
         let t = now_ns();
-        let attr = self
-            .mutate(
-                |st| {
-                    let plan = st
-                        .ns
-                        .plan_create_at(
-                            &cred,
-                            InodeId(r.parent),
-                            &r.name,
-                            kind,
-                            r.mode,
-                            r.exclusive,
-                            replication,
-                            t,
-                        )
-                        .map_err(at_entry(r.parent, &r.name))?;
-                    Ok(match plan {
-                        CreatePlan::Existing(id) => (vec![], id),
-                        CreatePlan::New(op) => {
-                            let id = match &op {
-                                Op::CreateNode { inode, .. } => *inode,
-                                _ => st.ns.next_inode(),
-                            };
-                            (vec![op], id)
-                        }
-                    })
-                },
-                |st, id| st.attr_answer(id),
-            )
-            .await??;
-        Ok(CreateAtResponse { attr: Some(attr) })
+        self.mutate_req(
+            &r.request_id,
+            |st| {
+                let plan = st
+                    .ns
+                    .plan_create_at(
+                        &cred,
+                        InodeId(r.parent),
+                        &r.name,
+                        kind,
+                        r.mode,
+                        r.exclusive,
+                        replication,
+                        t,
+                    )
+                    .map_err(at_entry(r.parent, &r.name))?;
+                Ok(match plan {
+                    CreatePlan::Existing(id) => (vec![], id),
+                    CreatePlan::New(op) => {
+                        let id = match &op {
+                            Op::CreateNode { inode, .. } => *inode,
+                            _ => st.ns.next_inode(),
+                        };
+                        (vec![op], id)
+                    }
+                })
+            },
+            |st, id| {
+                Ok(CreateAtResponse {
+                    attr: Some(st.attr_answer(id)?),
+                })
+            },
+        )
+        .await
     }
 
     pub async fn unlink_at(&self, r: UnlinkAtRequest) -> Result<UnlinkAtResponse, Status> {
         let cred = cred_of(&r.caller);
         let t = now_ns();
-        self.mutate_ops(
+        self.mutate_ops_req(
+            &r.request_id,
             |st| {
                 let (op, orphan) = st
                     .ns
@@ -174,16 +178,16 @@ impl Master {
                     .map_err(at_entry(r.parent, &r.name))?;
                 Ok(st.with_orphan(op, orphan))
             },
-            |_| (),
+            |_| Ok(UnlinkAtResponse {}),
         )
-        .await?;
-        Ok(UnlinkAtResponse {})
+        .await
     }
 
     pub async fn rename_at(&self, r: RenameAtRequest) -> Result<RenameAtResponse, Status> {
         let cred = cred_of(&r.caller);
         let t = now_ns();
-        self.mutate_ops(
+        self.mutate_ops_req(
+            &r.request_id,
             |st| {
                 let planned = st
                     .ns
@@ -202,29 +206,31 @@ impl Master {
                     Some((op, orphan)) => st.with_orphan(op, orphan),
                 })
             },
-            |_| (),
+            |_| Ok(RenameAtResponse {}),
         )
-        .await?;
-        Ok(RenameAtResponse {})
+        .await
     }
 
     pub async fn link_at(&self, r: LinkAtRequest) -> Result<LinkAtResponse, Status> {
         let cred = cred_of(&r.caller);
         let t = now_ns();
         let inode = InodeId(r.inode);
-        let attr = self
-            .mutate_ops(
-                |st| {
-                    let op = st
-                        .ns
-                        .plan_link(&cred, inode, InodeId(r.new_parent), &r.new_name, t)
-                        .map_err(at_entry(r.new_parent, &r.new_name))?;
-                    Ok(vec![op])
-                },
-                |st| st.attr_answer(inode),
-            )
-            .await??;
-        Ok(LinkAtResponse { attr: Some(attr) })
+        self.mutate_ops_req(
+            &r.request_id,
+            |st| {
+                let op = st
+                    .ns
+                    .plan_link(&cred, inode, InodeId(r.new_parent), &r.new_name, t)
+                    .map_err(at_entry(r.new_parent, &r.new_name))?;
+                Ok(vec![op])
+            },
+            |st| {
+                Ok(LinkAtResponse {
+                    attr: Some(st.attr_answer(inode)?),
+                })
+            },
+        )
+        .await
     }
 
     pub async fn read_link(&self, r: ReadLinkRequest) -> Result<ReadLinkResponse, Status> {
@@ -253,30 +259,32 @@ impl Master {
         };
         let chunk_size = self.identity.chunk_size;
         let t = now_ns();
-        let (attr, zero) = self
-            .mutate(
-                |st| {
-                    let planned = st
-                        .ns
-                        .plan_set_attr(&cred, inode, &plan, chunk_size, t)
-                        .map_err(at_inode(r.inode))?;
-                    Ok((planned.ops, planned.zero))
-                },
-                |st, zero| (st.attr_answer(inode), zero),
-            )
-            .await?;
-        let (zero_from, zero_to) = zero.unwrap_or((0, 0));
-        Ok(SetAttrResponse {
-            attr: Some(attr?),
-            zero_from,
-            zero_to,
-        })
+        self.mutate_req(
+            &r.request_id,
+            |st| {
+                let planned = st
+                    .ns
+                    .plan_set_attr(&cred, inode, &plan, chunk_size, t)
+                    .map_err(at_inode(r.inode))?;
+                Ok((planned.ops, planned.zero))
+            },
+            |st, zero| {
+                let (zero_from, zero_to) = zero.unwrap_or((0, 0));
+                Ok(SetAttrResponse {
+                    attr: Some(st.attr_answer(inode)?),
+                    zero_from,
+                    zero_to,
+                })
+            },
+        )
+        .await
     }
 
     pub async fn set_xattr(&self, r: SetXattrRequest) -> Result<SetXattrResponse, Status> {
         let cred = cred_of(&r.caller);
         let t = now_ns();
-        self.mutate_ops(
+        self.mutate_ops_req(
+            &r.request_id,
             |st| {
                 let op = st
                     .ns
@@ -292,10 +300,9 @@ impl Master {
                     .map_err(at_inode(r.inode))?;
                 Ok(vec![op])
             },
-            |_| (),
+            |_| Ok(SetXattrResponse {}),
         )
-        .await?;
-        Ok(SetXattrResponse {})
+        .await
     }
 
     pub async fn get_xattr(&self, r: GetXattrRequest) -> Result<GetXattrResponse, Status> {
@@ -323,7 +330,8 @@ impl Master {
     pub async fn remove_xattr(&self, r: RemoveXattrRequest) -> Result<RemoveXattrResponse, Status> {
         let cred = cred_of(&r.caller);
         let t = now_ns();
-        self.mutate_ops(
+        self.mutate_ops_req(
+            &r.request_id,
             |st| {
                 let op = st
                     .ns
@@ -331,10 +339,9 @@ impl Master {
                     .map_err(at_inode(r.inode))?;
                 Ok(vec![op])
             },
-            |_| (),
+            |_| Ok(RemoveXattrResponse {}),
         )
-        .await?;
-        Ok(RemoveXattrResponse {})
+        .await
     }
 
     pub async fn open_file(&self, r: OpenFileRequest) -> Result<OpenFileResponse, Status> {

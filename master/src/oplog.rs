@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bincode::Options;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::MasterError;
 use crate::fsutil::fsync_dir;
@@ -74,6 +74,17 @@ pub fn encode_record(seq: u64, op: &Op, out: &mut Vec<u8>) -> Result<(), MasterE
 
 /// Decodes the record at `buf[off..]`: (seq, op, encoded length), or why it is invalid.
 pub fn decode_record(buf: &[u8], off: usize) -> Result<(u64, Op, usize), String> {
+    let (seq, total) = check_record(buf, off)?;
+    let payload = &buf[off + RECORD_PREFIX_BYTES..off + total];
+    let op = op_codec()
+        .deserialize(payload)
+        .map_err(|e| format!("undecodable record: {e}"))?;
+    Ok((seq, op, total))
+}
+
+/// Checks the framing and CRC of the record at `buf[off..]` without decoding its op:
+/// (seq, encoded length), or why it is invalid.
+pub fn check_record(buf: &[u8], off: usize) -> Result<(u64, usize), String> {
     let rest = buf.get(off..).unwrap_or(&[]);
     if rest.len() < RECORD_PREFIX_BYTES {
         return Err(format!("truncated record prefix ({} bytes)", rest.len()));
@@ -99,10 +110,91 @@ pub fn decode_record(buf: &[u8], off: usize) -> Result<(u64, Op, usize), String>
     }
     let mut seq_bytes = [0u8; 8];
     seq_bytes.copy_from_slice(&body[..8]);
-    let op = op_codec()
-        .deserialize(&body[8..])
-        .map_err(|e| format!("undecodable record: {e}"))?;
-    Ok((u64::from_le_bytes(seq_bytes), op, total))
+    Ok((u64::from_le_bytes(seq_bytes), total))
+}
+
+/// Decodes a run of encoded records (as shipped to a standby), checking that their seqs
+/// follow `after` one by one.
+pub fn decode_run(buf: &[u8], after: u64) -> Result<Vec<(u64, Op)>, String> {
+    let mut out = Vec::new();
+    let mut off = 0;
+    let mut want = after + 1;
+    while off < buf.len() {
+        let (seq, op, len) = decode_record(buf, off)?;
+        if seq != want {
+            return Err(format!("record seq {seq} where {want} was expected"));
+        }
+        out.push((seq, op));
+        off += len;
+        want += 1;
+    }
+    Ok(out)
+}
+
+/// Reads encoded records from `from` on (at most `max_bytes`, at most up to `upto`) out of
+/// the segments in `dir`: (bytes, last seq), or `None` when record `from` is no longer on
+/// disk (a checkpoint covered it and its segment was removed).
+pub fn read_from(
+    dir: &Path,
+    from: u64,
+    upto: u64,
+    max_bytes: usize,
+) -> Result<Option<(Vec<u8>, u64)>, MasterError> {
+    let from = from.max(1);
+    let segments = list_segments(dir)?;
+    let Some(start) = segments.iter().rposition(|(first, _)| *first <= from) else {
+        return Ok(None);
+    };
+    let mut out = Vec::new();
+    let mut last = from - 1;
+    for (_, path) in &segments[start..] {
+        let buf = fs::read(path).map_err(|e| MasterError::io(path, "reading segment", e))?;
+        let mut off = SEGMENT_HEADER_BYTES.min(buf.len());
+        while off < buf.len() && last < upto {
+            let Ok((seq, len)) = check_record(&buf, off) else {
+                break; // the tail being written, or a torn one: stop at what is valid
+            };
+            if seq > last + 1 {
+                return Ok(if last < from { None } else { Some((out, last)) });
+            }
+            if seq == last + 1 {
+                if !out.is_empty() && out.len() + len > max_bytes {
+                    return Ok(Some((out, last)));
+                }
+                out.extend_from_slice(&buf[off..off + len]);
+                last = seq;
+            }
+            off += len;
+        }
+        if last >= upto {
+            break;
+        }
+    }
+    Ok((last >= from).then_some((out, last)))
+}
+
+/// Cuts the log in `dir` back so that its last record is `keep` (0: no record at all):
+/// later segments are removed and the segment holding `keep` is truncated after it.
+/// Used by a deposed primary whose newest records the new primary never had.
+pub fn truncate_after(dir: &Path, keep: u64) -> Result<(), MasterError> {
+    for (first, path) in list_segments(dir)? {
+        if first > keep {
+            fs::remove_file(&path).map_err(|e| MasterError::io(&path, "removing segment", e))?;
+            continue;
+        }
+        let buf = fs::read(&path).map_err(|e| MasterError::io(&path, "reading segment", e))?;
+        let mut off = SEGMENT_HEADER_BYTES.min(buf.len());
+        while off < buf.len() {
+            match check_record(&buf, off) {
+                Ok((seq, len)) if seq <= keep => off += len,
+                _ => break,
+            }
+        }
+        if off < buf.len() {
+            truncate_segment(&path, off as u64)?;
+        }
+    }
+    fsync_dir(dir)
 }
 
 fn segment_header() -> [u8; SEGMENT_HEADER_BYTES] {
@@ -251,9 +343,11 @@ fn open_for_append(
 pub type Durable = Result<(), String>;
 
 pub enum LogCmd {
-    /// Encoded records; `done` fires after they are fsynced.
+    /// Encoded records `first_seq..=last_seq`; `done` fires after they are fsynced.
     Append {
         bytes: Vec<u8>,
+        first_seq: u64,
+        last_seq: u64,
         done: oneshot::Sender<Durable>,
     },
     /// Start a new segment whose first record will be `first_seq` (after a checkpoint);
@@ -266,16 +360,88 @@ pub enum LogCmd {
     Stop,
 }
 
-/// The mutation side of the log: a bounded queue and the sticky failure flag.
+/// The mutation side of the log: a bounded queue and the sticky failure flag, plus what
+/// is durable (the highest fsynced seq and the newest fsynced records, for standbys).
 #[derive(Clone)]
 pub struct LogHandle {
     pub tx: mpsc::Sender<LogCmd>,
     pub failed: Arc<AtomicBool>,
+    /// Highest seq known durable; changes after every group commit.
+    pub durable: watch::Receiver<u64>,
+    /// The newest durable records, in memory.
+    pub tail: Arc<LogTail>,
 }
 
 impl LogHandle {
     pub fn is_failed(&self) -> bool {
         self.failed.load(Ordering::SeqCst)
+    }
+
+    pub fn durable_seq(&self) -> u64 {
+        *self.durable.borrow()
+    }
+}
+
+/// Bytes of recent durable records kept in memory for standbys; one further behind reads
+/// the segments.
+pub const LOG_TAIL_BYTES: usize = 64 << 20;
+
+/// The newest durable records, as group-committed batches (contiguous seqs).
+#[derive(Default)]
+pub struct LogTail {
+    batches: parking_lot::Mutex<TailInner>,
+}
+
+#[derive(Default)]
+struct TailInner {
+    batches: std::collections::VecDeque<(u64, u64, Arc<Vec<u8>>)>,
+    bytes: usize,
+}
+
+impl LogTail {
+    fn push(&self, first: u64, last: u64, bytes: Vec<u8>) {
+        let mut t = self.batches.lock();
+        if t.batches.back().is_some_and(|b| b.1 + 1 != first) {
+            // Not contiguous (a standby's log restarted elsewhere): start afresh.
+            t.batches.clear();
+            t.bytes = 0;
+        }
+        t.bytes += bytes.len();
+        t.batches.push_back((first, last, Arc::new(bytes)));
+        while t.bytes > LOG_TAIL_BYTES && t.batches.len() > 1 {
+            if let Some(old) = t.batches.pop_front() {
+                t.bytes -= old.2.len();
+            }
+        }
+    }
+
+    /// Records from `from` on, whole batches up to about `max_bytes`: (bytes, last seq).
+    /// `None` when `from` is older than the tail (read the segments) or not written yet.
+    pub fn read_from(&self, from: u64, max_bytes: usize) -> Option<(Vec<u8>, u64)> {
+        let t = self.batches.lock();
+        let i = t.batches.iter().position(|b| b.0 <= from && from <= b.1)?;
+        let mut out = Vec::new();
+        let mut last = 0;
+        for (first, end, bytes) in t.batches.iter().skip(i) {
+            if !out.is_empty() && out.len() + bytes.len() > max_bytes {
+                break;
+            }
+            if *first < from {
+                // The batch starts before `from`: skip its leading records.
+                let mut off = 0;
+                let mut seq = *first;
+                while seq < from {
+                    let (_, len) = check_record(bytes, off).ok()?;
+                    off += len;
+                    seq += 1;
+                }
+                out.extend_from_slice(&bytes[off..]);
+            } else {
+                out.extend_from_slice(bytes);
+            }
+            last = *end;
+        }
+        Some((out, last))
     }
 }
 
@@ -289,18 +455,30 @@ pub fn start_writer(
     let (first, file) = open_for_append(dir, last_segment, next_seq)?;
     let (tx, rx) = mpsc::channel(LOG_QUEUE_DEPTH);
     let failed = Arc::new(AtomicBool::new(false));
+    let (durable_tx, durable) = watch::channel(next_seq - 1);
+    let tail = Arc::new(LogTail::default());
     let mut writer = Writer {
         dir: dir.to_path_buf(),
         file,
         first_seq: first,
         rx,
         failed: failed.clone(),
+        durable: durable_tx,
+        tail: tail.clone(),
     };
     let join = std::thread::Builder::new()
         .name("rdfs-oplog".into())
         .spawn(move || writer.run())
         .map_err(|e| MasterError::io(dir, "spawning op-log writer", e))?;
-    Ok((LogHandle { tx, failed }, join))
+    Ok((
+        LogHandle {
+            tx,
+            failed,
+            durable,
+            tail,
+        },
+        join,
+    ))
 }
 
 struct Writer {
@@ -309,6 +487,8 @@ struct Writer {
     first_seq: u64,
     rx: mpsc::Receiver<LogCmd>,
     failed: Arc<AtomicBool>,
+    durable: watch::Sender<u64>,
+    tail: Arc<LogTail>,
 }
 
 impl Writer {
@@ -318,12 +498,19 @@ impl Writer {
             let mut waiters = Vec::new();
             let mut rotate = None;
             let mut stop = false;
+            let mut seqs: Option<(u64, u64)> = None;
             let mut next = Some(cmd);
             while let Some(cmd) = next.take() {
                 match cmd {
-                    LogCmd::Append { bytes: b, done } => {
+                    LogCmd::Append {
+                        bytes: b,
+                        first_seq,
+                        last_seq,
+                        done,
+                    } => {
                         bytes.extend_from_slice(&b);
                         waiters.push(done);
+                        seqs = Some((seqs.map_or(first_seq, |s| s.0), last_seq));
                     }
                     LogCmd::Rotate { first_seq, done } => {
                         rotate = Some((first_seq, done));
@@ -339,6 +526,12 @@ impl Writer {
                 }
             }
             let result = self.commit(&bytes);
+            if let (Ok(()), Some((first, last))) = (&result, seqs) {
+                // Published before the waiters hear, so a standby can be sent a record as
+                // soon as it could be acknowledged.
+                self.tail.push(first, last, bytes);
+                self.durable.send_replace(last);
+            }
             for w in waiters {
                 let _ = w.send(result.clone());
             }
@@ -430,7 +623,12 @@ mod tests {
             encode_record(seq, &op(seq), &mut bytes).unwrap();
             let (tx, rx) = oneshot::channel();
             log.tx
-                .send(LogCmd::Append { bytes, done: tx })
+                .send(LogCmd::Append {
+                    bytes,
+                    first_seq: seq,
+                    last_seq: seq,
+                    done: tx,
+                })
                 .await
                 .unwrap();
             waiters.push(rx);
@@ -438,6 +636,14 @@ mod tests {
         for w in waiters {
             assert_eq!(w.await.unwrap(), Ok(()));
         }
+        assert_eq!(log.durable_seq(), 50);
+        let (tail, last) = log.tail.read_from(48, 1 << 20).unwrap();
+        assert_eq!(last, 50);
+        let run = decode_run(&tail, 47).unwrap();
+        assert_eq!(
+            run.iter().map(|r| r.0).collect::<Vec<_>>(),
+            vec![48, 49, 50]
+        );
         let (tx, rx) = oneshot::channel();
         log.tx
             .send(LogCmd::Rotate {
@@ -457,5 +663,16 @@ mod tests {
         assert!(seg.bad_at.is_none());
         let empty = scan_segment(51, &segs[1].1).unwrap();
         assert!(empty.records.is_empty() && empty.bad_at.is_none());
+        // Reading from the segments: a middle range, then a cut after seq 20.
+        let (bytes, last) = read_from(tmp.path(), 10, 30, 1 << 20).unwrap().unwrap();
+        assert_eq!(last, 30);
+        assert_eq!(decode_run(&bytes, 9).unwrap().len(), 21);
+        assert!(read_from(tmp.path(), 60, 70, 1 << 20).unwrap().is_none());
+        truncate_after(tmp.path(), 20).unwrap();
+        let segs = list_segments(tmp.path()).unwrap();
+        assert_eq!(segs.len(), 1, "the later, empty segment is gone");
+        let seg = scan_segment(1, &segs[0].1).unwrap();
+        assert_eq!(seg.records.last().map(|r| r.0), Some(20));
+        assert!(seg.bad_at.is_none());
     }
 }

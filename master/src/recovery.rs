@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::checkpoint;
 use crate::error::MasterError;
 use crate::fsutil::fsync_dir;
-use crate::namespace::Namespace;
+use crate::namespace::{Namespace, Op};
 use crate::oplog::{self, ScannedSegment};
 
 #[derive(Debug)]
@@ -20,6 +20,18 @@ pub struct Recovered {
     pub checkpoint_seq: u64,
     /// The segment new records are appended to, if one exists.
     pub last_segment: Option<(u64, PathBuf)>,
+    /// Answers of requests (`RequestDone`) found in every segment still on disk, those
+    /// before the checkpoint included: the retry cache a restarted master starts with.
+    pub answers: Vec<RecoveredAnswer>,
+}
+
+/// One `RequestDone` record read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveredAnswer {
+    pub seq: u64,
+    pub client_id: Vec<u8>,
+    pub call_id: u64,
+    pub answer: Vec<u8>,
 }
 
 /// Creates `oplog/` and `checkpoint/` if missing (fsyncing the data dir when it did).
@@ -50,10 +62,24 @@ pub fn recover(data_dir: &Path) -> Result<Recovered, MasterError> {
         .map(|(seq, path)| oplog::scan_segment(seq, &path))
         .collect::<Result<Vec<_>, _>>()?;
     let mut last_seq = checkpoint_seq;
+    let mut answers = Vec::new();
     for (i, seg) in segments.iter().enumerate() {
         let later_valid = segments[i + 1..].iter().any(|s| !s.records.is_empty());
         check_damage(seg, later_valid)?;
         for (seq, op) in &seg.records {
+            if let Op::RequestDone {
+                client_id,
+                call_id,
+                answer,
+            } = op
+            {
+                answers.push(RecoveredAnswer {
+                    seq: *seq,
+                    client_id: client_id.clone(),
+                    call_id: *call_id,
+                    answer: answer.clone(),
+                });
+            }
             if *seq <= checkpoint_seq {
                 continue;
             }
@@ -80,11 +106,14 @@ pub fn recover(data_dir: &Path) -> Result<Recovered, MasterError> {
         segments = segments.len(),
         "recovered namespace"
     );
+    // Answers past the last record applied were cut with a torn tail or never existed.
+    answers.retain(|a| a.seq <= last_seq);
     Ok(Recovered {
         ns,
         last_seq,
         checkpoint_seq,
         last_segment,
+        answers,
     })
 }
 

@@ -275,7 +275,14 @@ mod tests {
             version: ChunkVersion(2),
         };
         ns.apply(&alloc).unwrap();
-        let mut st = State::new(ns, 2, 3);
+        // The chunk holds acknowledged bytes (an empty one would not hold safe mode).
+        ns.apply(&Op::CommitWrite {
+            inode,
+            end: 1,
+            mtime_ns: 1,
+        })
+        .unwrap();
+        let mut st = State::new(ns, 3, 3);
         let now = Instant::now();
         let ids = (0..n)
             .map(|i| {

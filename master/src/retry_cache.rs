@@ -3,8 +3,14 @@
 //! answer instead of running again (an `UnlinkAt` retried after it succeeded must not
 //! report `NotFound`).
 //!
-//! In memory and bounded (oldest answers evicted first); it does not survive a restart yet
-//! (SPEC wants the result in the op-log record for failover).
+//! Each answer is also in the op log (`Op::RequestDone`, written in the same batch as the
+//! mutation), so the cache is filled again by recovery (from every segment still on disk)
+//! and, on a standby, by every record it follows: a retry that reaches the new primary after
+//! a failover gets the first answer too. An entry remembers its record's seq: an answer is
+//! given only once that record is durable (and on the standby when one is required), so a
+//! retry racing the first attempt never sees an unacknowledged answer.
+//!
+//! Bounded (oldest answers evicted first).
 
 use std::collections::{HashMap, VecDeque};
 
@@ -26,11 +32,13 @@ pub struct RetryCache {
 
 #[derive(Default)]
 struct Inner {
-    answers: HashMap<Key, Vec<u8>>,
+    /// Encoded answer and the seq of its `RequestDone` record.
+    answers: HashMap<Key, (Vec<u8>, u64)>,
     order: VecDeque<Key>,
 }
 
-fn key(id: &Option<RequestId>) -> Option<Key> {
+/// The cache key of a request id, if it is usable as one.
+pub fn key(id: &Option<RequestId>) -> Option<(Vec<u8>, u64)> {
     let id = id.as_ref()?;
     if id.client_id.is_empty() || id.client_id.len() > MAX_CLIENT_ID_BYTES {
         return None;
@@ -39,23 +47,24 @@ fn key(id: &Option<RequestId>) -> Option<Key> {
 }
 
 impl RetryCache {
-    /// The cached answer of `id`, decoded.
-    pub fn get<R: prost::Message + Default>(&self, id: &Option<RequestId>) -> Option<R> {
+    /// The cached answer of `id`, decoded, with the seq of the record that holds it.
+    pub fn get<R: prost::Message + Default>(&self, id: &Option<RequestId>) -> Option<(R, u64)> {
         let k = key(id)?;
         let inner = self.inner.lock();
-        let bytes = inner.answers.get(&k)?;
-        R::decode(bytes.as_slice()).ok()
+        let (bytes, seq) = inner.answers.get(&k)?;
+        R::decode(bytes.as_slice()).ok().map(|r| (r, *seq))
     }
 
-    /// Remembers the answer of `id`.
-    pub fn put<R: prost::Message>(&self, id: &Option<RequestId>, answer: &R) {
-        let Some(k) = key(id) else {
+    /// Remembers an answer (applied from a `RequestDone` record at `seq`).
+    pub fn put(&self, client_id: &[u8], call_id: u64, answer: &[u8], seq: u64) {
+        if client_id.is_empty() || client_id.len() > MAX_CLIENT_ID_BYTES {
             return;
-        };
+        }
+        let k = (client_id.to_vec(), call_id);
         let mut inner = self.inner.lock();
         if inner
             .answers
-            .insert(k.clone(), answer.encode_to_vec())
+            .insert(k.clone(), (answer.to_vec(), seq))
             .is_none()
         {
             inner.order.push_back(k);
@@ -65,6 +74,11 @@ impl RetryCache {
                 inner.answers.remove(&old);
             }
         }
+    }
+
+    /// Entries held (for tests and status).
+    pub fn len(&self) -> usize {
+        self.inner.lock().answers.len()
     }
 }
 
@@ -90,14 +104,19 @@ mod tests {
                 ..Default::default()
             }),
         };
-        cache.put(&id(1), &answer);
-        assert_eq!(cache.get::<LinkAtResponse>(&id(1)), Some(answer.clone()));
+        let bytes = prost::Message::encode_to_vec(&answer);
+        cache.put(&[7; 16], 1, &bytes, 40);
+        assert_eq!(
+            cache.get::<LinkAtResponse>(&id(1)),
+            Some((answer.clone(), 40))
+        );
         assert_eq!(cache.get::<LinkAtResponse>(&id(2)), None);
         assert_eq!(cache.get::<LinkAtResponse>(&None), None);
         for call in 2..(RETRY_CACHE_ENTRIES as u64 + 2) {
-            cache.put(&id(call), &answer);
+            cache.put(&[7; 16], call, &bytes, 40 + call);
         }
         assert_eq!(cache.get::<LinkAtResponse>(&id(1)), None, "evicted");
-        assert_eq!(cache.get::<LinkAtResponse>(&id(2)), Some(answer));
+        assert_eq!(cache.get::<LinkAtResponse>(&id(2)), Some((answer, 42)));
+        assert_eq!(cache.len(), RETRY_CACHE_ENTRIES);
     }
 }

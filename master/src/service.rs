@@ -16,12 +16,24 @@ use crate::chunkservers::Adopt;
 use crate::inode_ops::cred_of;
 use crate::namespace::perm::{R, W};
 use crate::namespace::{Inode, NewNode, NodeKind, NsError, Op};
+use crate::runtime::MasterCell;
 use crate::state::{Master, State};
 
-/// The gRPC face of the master.
+/// The gRPC face of the master: routes each call to the current incarnation, refusing
+/// client calls (`NotPrimary`, with a hint) unless it is the primary.
 #[derive(Clone)]
 pub struct MasterService {
-    pub master: Arc<Master>,
+    pub cell: Arc<MasterCell>,
+}
+
+impl MasterService {
+    fn primary(&self) -> Result<Arc<Master>, Status> {
+        self.cell.primary()
+    }
+
+    fn any(&self) -> Result<Arc<Master>, Status> {
+        self.cell.any()
+    }
 }
 
 pub(crate) fn now_ns() -> i64 {
@@ -126,20 +138,23 @@ impl Master {
             replication: 0,
             time_ns: now_ns(),
         };
-        let attr = self
-            .mutate_ops(
-                |st| {
-                    st.ns
-                        .check_path_create(&p, &cred)
-                        .map_err(|e| ns_status(&p, e))?;
-                    st.ns
-                        .plan_mkdir(&p, &node, r.parents)
-                        .map_err(|e| ns_status(&p, e))
-                },
-                |st| st.attr_of_path(&p),
-            )
-            .await??;
-        Ok(MkdirResponse { attr: Some(attr) })
+        self.mutate_ops_req(
+            &r.request_id,
+            |st| {
+                st.ns
+                    .check_path_create(&p, &cred)
+                    .map_err(|e| ns_status(&p, e))?;
+                st.ns
+                    .plan_mkdir(&p, &node, r.parents)
+                    .map_err(|e| ns_status(&p, e))
+            },
+            |st| {
+                Ok(MkdirResponse {
+                    attr: Some(st.attr_of_path(&p)?),
+                })
+            },
+        )
+        .await
     }
 
     pub async fn create(&self, r: CreateRequest) -> Result<CreateResponse, Status> {
@@ -164,41 +179,45 @@ impl Master {
             replication,
             time_ns: now_ns(),
         };
-        let attr = self
-            .mutate_ops(
-                |st| {
-                    let (parent, name) = st
+        self.mutate_ops_req(
+            &r.request_id,
+            |st| {
+                let (parent, name) = st
+                    .ns
+                    .resolve_parent_as(&p, &cred)
+                    .map_err(|e| ns_status(&p, e))?;
+                match st.ns.child(parent, name) {
+                    Some(existing) if r.overwrite => st
                         .ns
-                        .resolve_parent_as(&p, &cred)
-                        .map_err(|e| ns_status(&p, e))?;
-                    match st.ns.child(parent, name) {
-                        Some(existing) if r.overwrite => st
-                            .ns
-                            .check_data_access(existing, &cred, W)
-                            .map_err(|e| ns_status(&p, e))?,
-                        Some(_) => {}
-                        None => st
-                            .ns
-                            .check_dir_write(parent, &cred)
-                            .map_err(|e| ns_status(&p, e))?,
-                    }
-                    let op = st
+                        .check_data_access(existing, &cred, W)
+                        .map_err(|e| ns_status(&p, e))?,
+                    Some(_) => {}
+                    None => st
                         .ns
-                        .plan_create(&p, &node, r.overwrite)
-                        .map_err(|e| ns_status(&p, e))?;
-                    Ok(vec![op])
-                },
-                |st| st.attr_of_path(&p),
-            )
-            .await??;
-        Ok(CreateResponse { attr: Some(attr) })
+                        .check_dir_write(parent, &cred)
+                        .map_err(|e| ns_status(&p, e))?,
+                }
+                let op = st
+                    .ns
+                    .plan_create(&p, &node, r.overwrite)
+                    .map_err(|e| ns_status(&p, e))?;
+                Ok(vec![op])
+            },
+            |st| {
+                Ok(CreateResponse {
+                    attr: Some(st.attr_of_path(&p)?),
+                })
+            },
+        )
+        .await
     }
 
     pub async fn delete(&self, r: DeleteRequest) -> Result<DeleteResponse, Status> {
         let p = norm(&r.path)?;
         let cred = cred_of(&r.caller);
         let t = now_ns();
-        self.mutate_ops(
+        self.mutate_ops_req(
+            &r.request_id,
             |st| {
                 let err = |e| ns_status(&p, e);
                 let (parent, name) = st.ns.resolve_parent_as(&p, &cred).map_err(err)?;
@@ -230,10 +249,9 @@ impl Master {
                 }
                 Ok(vec![st.ns.plan_delete(&p, r.recursive, t).map_err(err)?])
             },
-            |_| (),
+            |_| Ok(DeleteResponse {}),
         )
-        .await?;
-        Ok(DeleteResponse {})
+        .await
     }
 
     pub async fn rename(&self, r: RenameRequest) -> Result<RenameResponse, Status> {
@@ -241,7 +259,8 @@ impl Master {
         let dst = norm(&r.dst)?;
         let cred = cred_of(&r.caller);
         let t = now_ns();
-        self.mutate_ops(
+        self.mutate_ops_req(
+            &r.request_id,
             |st| {
                 let err = |e| ns_status(&format!("{src} -> {dst}"), e);
                 let (sp, sn) = st.ns.resolve_parent_as(&src, &cred).map_err(err)?;
@@ -255,10 +274,9 @@ impl Master {
                     Some((op, orphan)) => st.with_orphan(op, orphan),
                 })
             },
-            |_| (),
+            |_| Ok(RenameResponse {}),
         )
-        .await?;
-        Ok(RenameResponse {})
+        .await
     }
 
     pub async fn commit_write(&self, r: CommitWriteRequest) -> Result<CommitWriteResponse, Status> {
@@ -275,26 +293,29 @@ impl Master {
         } else {
             r.mtime_ns
         };
-        let attr = self
-            .mutate_ops(
-                |st| {
-                    st.ns.file(inode).map_err(|e| {
-                        e.code
-                            .status(format!("inode {inode}: {}", e.code.describe()))
-                    })?;
-                    st.ns
-                        .check_data_access(inode, &cred, W)
-                        .map_err(|e| ns_status(&format!("inode {inode}"), e))?;
-                    Ok(vec![Op::CommitWrite {
-                        inode,
-                        end: r.end_offset,
-                        mtime_ns,
-                    }])
-                },
-                |st| st.attr_of_inode(inode),
-            )
-            .await??;
-        Ok(CommitWriteResponse { attr: Some(attr) })
+        self.mutate_ops_req(
+            &r.request_id,
+            |st| {
+                st.ns.file(inode).map_err(|e| {
+                    e.code
+                        .status(format!("inode {inode}: {}", e.code.describe()))
+                })?;
+                st.ns
+                    .check_data_access(inode, &cred, W)
+                    .map_err(|e| ns_status(&format!("inode {inode}"), e))?;
+                Ok(vec![Op::CommitWrite {
+                    inode,
+                    end: r.end_offset,
+                    mtime_ns,
+                }])
+            },
+            |st| {
+                Ok(CommitWriteResponse {
+                    attr: Some(st.attr_of_inode(inode)?),
+                })
+            },
+        )
+        .await
     }
 
     pub fn stat(&self, r: StatRequest) -> Result<StatResponse, Status> {
@@ -403,7 +424,10 @@ impl Master {
         Ok(ReportBadReplicaResponse {})
     }
 
-    pub async fn register(&self, r: RegisterRequest) -> Result<RegisterResponse, Status> {
+    pub async fn register(
+        self: &Arc<Self>,
+        r: RegisterRequest,
+    ) -> Result<RegisterResponse, Status> {
         if !r.cluster_id.is_empty() && r.cluster_id != self.identity.cluster_id {
             return Err(ErrorCode::ClusterMismatch.status(format!(
                 "chunkserver {} belongs to cluster {}, this master is cluster {}",
@@ -418,7 +442,24 @@ impl Master {
             let (id, adopt) = st.register_server(&r, Instant::now());
             (id, adopt, st.ns.epoch().0)
         };
-        self.adopt_versions(adopt).await?;
+        let standby = !self.ha.is_primary();
+        if !r.node_id.is_empty() {
+            self.ha.members.update_addr(&r.node_id, &r.data_addr);
+            if !standby && self.config.witnesses && !self.ha.members.contains(&r.node_id) {
+                // Not awaited: a fresh chunkserver adopts the cluster id only when this
+                // answer arrives, and cannot grant a lease (which acknowledging the
+                // addition may need) before that.
+                let (m, node, addr) = (self.clone(), r.node_id.clone(), r.data_addr.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = m.add_witness(&node, &addr).await {
+                        tracing::warn!(node_id = %node, error = %e, "adding a witness failed; the next registration retries");
+                    }
+                });
+            }
+        }
+        if !standby {
+            self.adopt_versions(adopt).await?;
+        }
         let commands = self.state.lock().cmap.drain(id);
         Ok(RegisterResponse {
             cluster_id: self.identity.cluster_id.clone(),
@@ -427,6 +468,7 @@ impl Master {
             heartbeat_interval_ms: self.config.heartbeat_interval.as_millis() as u64,
             chunk_size: self.identity.chunk_size,
             commands,
+            standby,
         })
     }
 
@@ -435,18 +477,23 @@ impl Master {
             let mut st = self.state.lock();
             (st.heartbeat(&r, Instant::now()), st.ns.epoch().0)
         };
+        let standby = !self.ha.is_primary();
         let Some((commands, adopt)) = out else {
             return Ok(HeartbeatResponse {
                 commands: vec![],
                 reregister: true,
                 epoch,
+                standby,
             });
         };
-        self.adopt_versions(adopt).await?;
+        if !standby {
+            self.adopt_versions(adopt).await?;
+        }
         Ok(HeartbeatResponse {
             commands,
             reregister: false,
             epoch,
+            standby,
         })
     }
 
@@ -458,8 +505,39 @@ impl Master {
                 "chunkserver {id} is not registered; register again"
             )));
         };
-        self.adopt_versions(adopt).await?;
-        Ok(BlockReportResponse { commands })
+        let standby = !self.ha.is_primary();
+        if !standby {
+            self.adopt_versions(adopt).await?;
+        }
+        Ok(BlockReportResponse { commands, standby })
+    }
+
+    /// Makes a registering chunkserver a witness (logged once per node id). One addition at
+    /// a time: the membership a standby knows then differs from ours by at most one member,
+    /// so majorities of the two always intersect (see ARCHITECTURE.md, "Failover").
+    async fn add_witness(&self, node_id: &str, addr: &str) -> Result<(), Status> {
+        if self.ha.members.contains(node_id) {
+            return Ok(());
+        }
+        let _one = self.witness_add.lock().await;
+        if self.ha.members.contains(node_id) {
+            return Ok(());
+        }
+        tracing::info!(node_id, addr, "chunkserver joins the witnesses");
+        self.mutate_ops(
+            |st| {
+                Ok(if st.ns.ha().witnesses.contains_key(node_id) {
+                    vec![]
+                } else {
+                    vec![Op::AddWitness {
+                        node_id: node_id.to_string(),
+                        addr: addr.to_string(),
+                    }]
+                })
+            },
+            |_| (),
+        )
+        .await
     }
 
     /// Logs versions reported newer than the master's (GFS: the master adopts them).
@@ -488,20 +566,21 @@ impl Master {
     }
 }
 
-impl MasterService {
+impl Master {
     /// Runs a mutation at most once per request id: a retry whose first answer was lost gets
-    /// the cached answer instead of running again.
+    /// the logged answer instead of running again, once that answer's record may be
+    /// acknowledged. (The handler itself logs the answer with the mutation.)
     async fn once<R, F>(&self, id: Option<RequestId>, run: F) -> Result<Response<R>, Status>
     where
         R: prost::Message + Default,
         F: std::future::Future<Output = Result<R, Status>>,
     {
-        if let Some(answer) = self.master.retry.get::<R>(&id) {
+        if let Some((answer, seq)) = self.retry.get::<R>(&id) {
+            self.wait_durable(seq).await?;
+            self.commit_gate(seq).await?;
             return Ok(Response::new(answer));
         }
-        let answer = run.await?;
-        self.master.retry.put(&id, &answer);
-        Ok(Response::new(answer))
+        run.await.map(Response::new)
     }
 }
 
@@ -509,57 +588,63 @@ impl MasterService {
 impl MasterRpc for MasterService {
     #[tracing::instrument(skip_all, fields(path = %r.get_ref().path))]
     async fn stat(&self, r: Request<StatRequest>) -> Result<Response<StatResponse>, Status> {
-        self.master.stat(r.into_inner()).map(Response::new)
+        self.primary()?.stat(r.into_inner()).map(Response::new)
     }
     #[tracing::instrument(skip_all, fields(path = %r.get_ref().path))]
     async fn list(&self, r: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
-        self.master.list(r.into_inner()).map(Response::new)
+        self.primary()?.list(r.into_inner()).map(Response::new)
     }
     #[tracing::instrument(skip_all, fields(path = %r.get_ref().path))]
     async fn mkdir(&self, r: Request<MkdirRequest>) -> Result<Response<MkdirResponse>, Status> {
         let r = r.into_inner();
         let id = r.request_id.clone();
-        self.once(id, self.master.mkdir(r)).await
+        let m = self.primary()?;
+        m.once(id, m.mkdir(r)).await
     }
     #[tracing::instrument(skip_all, fields(path = %r.get_ref().path))]
     async fn create(&self, r: Request<CreateRequest>) -> Result<Response<CreateResponse>, Status> {
         let r = r.into_inner();
         let id = r.request_id.clone();
-        self.once(id, self.master.create(r)).await
+        let m = self.primary()?;
+        m.once(id, m.create(r)).await
     }
     #[tracing::instrument(skip_all, fields(path = %r.get_ref().path))]
     async fn delete(&self, r: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
         let r = r.into_inner();
         let id = r.request_id.clone();
-        self.once(id, self.master.delete(r)).await
+        let m = self.primary()?;
+        m.once(id, m.delete(r)).await
     }
     #[tracing::instrument(skip_all, fields(src = %r.get_ref().src, dst = %r.get_ref().dst))]
     async fn rename(&self, r: Request<RenameRequest>) -> Result<Response<RenameResponse>, Status> {
         let r = r.into_inner();
         let id = r.request_id.clone();
-        self.once(id, self.master.rename(r)).await
+        let m = self.primary()?;
+        m.once(id, m.rename(r)).await
     }
     #[tracing::instrument(skip_all, fields(inode = r.get_ref().inode))]
     async fn get_chunks(
         &self,
         r: Request<GetChunksRequest>,
     ) -> Result<Response<GetChunksResponse>, Status> {
-        self.master.get_chunks(r.into_inner()).map(Response::new)
+        self.primary()?
+            .get_chunks(r.into_inner())
+            .map(Response::new)
     }
     async fn prepare_write(
         &self,
         r: Request<PrepareWriteRequest>,
     ) -> Result<Response<PrepareWriteResponse>, Status> {
         let r = r.into_inner();
+        let m = self.primary()?;
         {
             let cred = cred_of(&r.caller);
-            let st = self.master.state.lock();
+            let st = m.state.lock();
             st.ns
                 .check_data_access(InodeId(r.inode), &cred, W)
                 .map_err(|e| ns_status(&format!("inode {}", r.inode), e))?;
         }
-        let resp = self
-            .master
+        let resp = m
             .prepare_write(InodeId(r.inode), r.chunk_index, r.failed_replicas)
             .await?;
         Ok(Response::new(resp))
@@ -568,7 +653,7 @@ impl MasterRpc for MasterService {
         &self,
         r: Request<ListTrashRequest>,
     ) -> Result<Response<ListTrashResponse>, Status> {
-        self.master
+        self.primary()?
             .list_trash(r.into_inner())
             .await
             .map(Response::new)
@@ -579,7 +664,8 @@ impl MasterRpc for MasterService {
     ) -> Result<Response<RestoreTrashResponse>, Status> {
         let r = r.into_inner();
         let id = r.request_id.clone();
-        self.once(id, self.master.restore_trash(r)).await
+        let m = self.primary()?;
+        m.once(id, m.restore_trash(r)).await
     }
     async fn empty_trash(
         &self,
@@ -587,7 +673,8 @@ impl MasterRpc for MasterService {
     ) -> Result<Response<EmptyTrashResponse>, Status> {
         let r = r.into_inner();
         let id = r.request_id.clone();
-        self.once(id, self.master.empty_trash(r)).await
+        let m = self.primary()?;
+        m.once(id, m.empty_trash(r)).await
     }
     async fn snapshot(
         &self,
@@ -595,22 +682,23 @@ impl MasterRpc for MasterService {
     ) -> Result<Response<SnapshotResponse>, Status> {
         let r = r.into_inner();
         let id = r.request_id.clone();
-        self.once(id, self.master.snapshot(r)).await
+        let m = self.primary()?;
+        m.once(id, m.snapshot(r)).await
     }
     async fn prepare_append(
         &self,
         r: Request<PrepareAppendRequest>,
     ) -> Result<Response<PrepareAppendResponse>, Status> {
         let r = r.into_inner();
+        let m = self.primary()?;
         {
             let cred = cred_of(&r.caller);
-            let st = self.master.state.lock();
+            let st = m.state.lock();
             st.ns
                 .check_data_access(InodeId(r.inode), &cred, W)
                 .map_err(|e| ns_status(&format!("inode {}", r.inode), e))?;
         }
-        let resp = self
-            .master
+        let resp = m
             .prepare_append(
                 InodeId(r.inode),
                 r.after_index,
@@ -627,14 +715,15 @@ impl MasterRpc for MasterService {
     ) -> Result<Response<CommitWriteResponse>, Status> {
         let r = r.into_inner();
         let id = r.request_id.clone();
-        self.once(id, self.master.commit_write(r)).await
+        let m = self.primary()?;
+        m.once(id, m.commit_write(r)).await
     }
     #[tracing::instrument(skip_all, fields(chunk_id = r.get_ref().chunk_id, replica = %r.get_ref().replica))]
     async fn report_bad_replica(
         &self,
         r: Request<ReportBadReplicaRequest>,
     ) -> Result<Response<ReportBadReplicaResponse>, Status> {
-        self.master
+        self.primary()?
             .report_bad_replica(r.into_inner())
             .map(Response::new)
     }
@@ -642,18 +731,18 @@ impl MasterRpc for MasterService {
         &self,
         _r: Request<ClusterStatusRequest>,
     ) -> Result<Response<ClusterStatusResponse>, Status> {
-        Ok(Response::new(self.master.cluster_status()))
+        Ok(Response::new(self.any()?.cluster_status()))
     }
     #[tracing::instrument(skip_all, fields(path = %r.get_ref().path))]
     async fn fsck(&self, r: Request<FsckRequest>) -> Result<Response<FsckResponse>, Status> {
-        self.master.fsck(r.into_inner()).map(Response::new)
+        self.primary()?.fsck(r.into_inner()).map(Response::new)
     }
     #[tracing::instrument(skip_all, fields(addr = %r.get_ref().data_addr))]
     async fn register(
         &self,
         r: Request<RegisterRequest>,
     ) -> Result<Response<RegisterResponse>, Status> {
-        self.master
+        self.any()?
             .register(r.into_inner())
             .await
             .map(Response::new)
@@ -663,7 +752,7 @@ impl MasterRpc for MasterService {
         &self,
         r: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
-        self.master
+        self.any()?
             .heartbeat(r.into_inner())
             .await
             .map(Response::new)
@@ -673,19 +762,22 @@ impl MasterRpc for MasterService {
         &self,
         r: Request<BlockReportRequest>,
     ) -> Result<Response<BlockReportResponse>, Status> {
-        self.master
+        self.any()?
             .block_report(r.into_inner())
             .await
             .map(Response::new)
     }
     async fn lookup(&self, r: Request<LookupRequest>) -> Result<Response<LookupResponse>, Status> {
-        self.master.lookup(r.into_inner()).await.map(Response::new)
+        self.primary()?
+            .lookup(r.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn get_attr(
         &self,
         r: Request<GetAttrRequest>,
     ) -> Result<Response<GetAttrResponse>, Status> {
-        self.master
+        self.primary()?
             .get_attr(r.into_inner())
             .await
             .map(Response::new)
@@ -694,7 +786,7 @@ impl MasterRpc for MasterService {
         &self,
         r: Request<ReadDirRequest>,
     ) -> Result<Response<ReadDirResponse>, Status> {
-        self.master
+        self.primary()?
             .read_dir(r.into_inner())
             .await
             .map(Response::new)
@@ -705,7 +797,8 @@ impl MasterRpc for MasterService {
     ) -> Result<Response<CreateAtResponse>, Status> {
         let r = r.into_inner();
         let id = r.request_id.clone();
-        self.once(id, self.master.create_at(r)).await
+        let m = self.primary()?;
+        m.once(id, m.create_at(r)).await
     }
     async fn unlink_at(
         &self,
@@ -713,7 +806,8 @@ impl MasterRpc for MasterService {
     ) -> Result<Response<UnlinkAtResponse>, Status> {
         let r = r.into_inner();
         let id = r.request_id.clone();
-        self.once(id, self.master.unlink_at(r)).await
+        let m = self.primary()?;
+        m.once(id, m.unlink_at(r)).await
     }
     async fn rename_at(
         &self,
@@ -721,18 +815,20 @@ impl MasterRpc for MasterService {
     ) -> Result<Response<RenameAtResponse>, Status> {
         let r = r.into_inner();
         let id = r.request_id.clone();
-        self.once(id, self.master.rename_at(r)).await
+        let m = self.primary()?;
+        m.once(id, m.rename_at(r)).await
     }
     async fn link_at(&self, r: Request<LinkAtRequest>) -> Result<Response<LinkAtResponse>, Status> {
         let r = r.into_inner();
         let id = r.request_id.clone();
-        self.once(id, self.master.link_at(r)).await
+        let m = self.primary()?;
+        m.once(id, m.link_at(r)).await
     }
     async fn read_link(
         &self,
         r: Request<ReadLinkRequest>,
     ) -> Result<Response<ReadLinkResponse>, Status> {
-        self.master
+        self.primary()?
             .read_link(r.into_inner())
             .await
             .map(Response::new)
@@ -743,7 +839,8 @@ impl MasterRpc for MasterService {
     ) -> Result<Response<SetAttrResponse>, Status> {
         let r = r.into_inner();
         let id = r.request_id.clone();
-        self.once(id, self.master.set_attr(r)).await
+        let m = self.primary()?;
+        m.once(id, m.set_attr(r)).await
     }
     async fn set_xattr(
         &self,
@@ -751,13 +848,14 @@ impl MasterRpc for MasterService {
     ) -> Result<Response<SetXattrResponse>, Status> {
         let r = r.into_inner();
         let id = r.request_id.clone();
-        self.once(id, self.master.set_xattr(r)).await
+        let m = self.primary()?;
+        m.once(id, m.set_xattr(r)).await
     }
     async fn get_xattr(
         &self,
         r: Request<GetXattrRequest>,
     ) -> Result<Response<GetXattrResponse>, Status> {
-        self.master
+        self.primary()?
             .get_xattr(r.into_inner())
             .await
             .map(Response::new)
@@ -766,7 +864,7 @@ impl MasterRpc for MasterService {
         &self,
         r: Request<ListXattrRequest>,
     ) -> Result<Response<ListXattrResponse>, Status> {
-        self.master
+        self.primary()?
             .list_xattr(r.into_inner())
             .await
             .map(Response::new)
@@ -777,13 +875,14 @@ impl MasterRpc for MasterService {
     ) -> Result<Response<RemoveXattrResponse>, Status> {
         let r = r.into_inner();
         let id = r.request_id.clone();
-        self.once(id, self.master.remove_xattr(r)).await
+        let m = self.primary()?;
+        m.once(id, m.remove_xattr(r)).await
     }
     async fn open_file(
         &self,
         r: Request<OpenFileRequest>,
     ) -> Result<Response<OpenFileResponse>, Status> {
-        self.master
+        self.primary()?
             .open_file(r.into_inner())
             .await
             .map(Response::new)
@@ -792,7 +891,7 @@ impl MasterRpc for MasterService {
         &self,
         r: Request<CloseFileRequest>,
     ) -> Result<Response<CloseFileResponse>, Status> {
-        self.master
+        self.primary()?
             .close_file(r.into_inner())
             .await
             .map(Response::new)
@@ -801,7 +900,7 @@ impl MasterRpc for MasterService {
         &self,
         r: Request<RenewSessionRequest>,
     ) -> Result<Response<RenewSessionResponse>, Status> {
-        self.master
+        self.primary()?
             .renew_session(r.into_inner())
             .await
             .map(Response::new)
@@ -810,7 +909,7 @@ impl MasterRpc for MasterService {
         &self,
         r: Request<SafeModeRequest>,
     ) -> Result<Response<SafeModeResponse>, Status> {
-        self.master.safe_mode(r.into_inner()).map(Response::new)
+        self.primary()?.safe_mode(r.into_inner()).map(Response::new)
     }
 
     #[tracing::instrument(skip_all, fields(addr = %r.get_ref().addr, cancel = r.get_ref().cancel))]
@@ -818,14 +917,16 @@ impl MasterRpc for MasterService {
         &self,
         r: Request<DecommissionRequest>,
     ) -> Result<Response<DecommissionResponse>, Status> {
-        self.master.decommission(r.into_inner()).map(Response::new)
+        self.primary()?
+            .decommission(r.into_inner())
+            .map(Response::new)
     }
 
     async fn balance(
         &self,
         r: Request<BalanceRequest>,
     ) -> Result<Response<BalanceResponse>, Status> {
-        self.master.balance(r.into_inner()).map(Response::new)
+        self.primary()?.balance(r.into_inner()).map(Response::new)
     }
 
     #[tracing::instrument(skip_all, fields(path = %r.get_ref().path))]
@@ -835,10 +936,111 @@ impl MasterRpc for MasterService {
     ) -> Result<Response<SetReplicationResponse>, Status> {
         let r = r.into_inner();
         let id = r.request_id.clone();
-        self.once(id, self.master.set_replication(r)).await
+        let m = self.primary()?;
+        m.once(id, m.set_replication(r)).await
     }
 
     async fn stat_fs(&self, r: Request<StatFsRequest>) -> Result<Response<StatFsResponse>, Status> {
-        self.master.stat_fs(r.into_inner()).await.map(Response::new)
+        self.primary()?
+            .stat_fs(r.into_inner())
+            .await
+            .map(Response::new)
+    }
+}
+
+/// The `MasterHa` service: op-log streaming to a standby, checkpoint transfer, handover.
+#[derive(Clone)]
+pub struct HaService {
+    pub cell: Arc<MasterCell>,
+}
+
+#[tonic::async_trait]
+impl rdfs_proto::pb::master_ha_server::MasterHa for HaService {
+    type FollowStream = crate::ha::stream::FollowStream;
+    type FetchCheckpointStream = crate::ha::stream::CheckpointStream;
+
+    async fn follow(
+        &self,
+        r: Request<tonic::Streaming<FollowRequest>>,
+    ) -> Result<Response<Self::FollowStream>, Status> {
+        let m = self.cell.primary()?;
+        m.follow(r.into_inner()).await.map(Response::new)
+    }
+
+    async fn fetch_checkpoint(
+        &self,
+        r: Request<FetchCheckpointRequest>,
+    ) -> Result<Response<Self::FetchCheckpointStream>, Status> {
+        let m = self.cell.primary()?;
+        m.fetch_checkpoint(r.into_inner()).await.map(Response::new)
+    }
+
+    async fn failover(
+        &self,
+        _r: Request<FailoverRequest>,
+    ) -> Result<Response<FailoverResponse>, Status> {
+        let m = self.cell.primary()?;
+        m.failover().await.map(Response::new)
+    }
+}
+
+/// Adds the answering master's epoch (`rdfs-epoch`) to every response, so clients can
+/// refuse a master older than one they have seen.
+#[derive(Clone)]
+pub struct EpochLayer {
+    pub cell: Arc<MasterCell>,
+}
+
+impl<S> tower::Layer<S> for EpochLayer {
+    type Service = EpochService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        EpochService {
+            inner,
+            cell: self.cell.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct EpochService<S> {
+    inner: S,
+    cell: Arc<MasterCell>,
+}
+
+impl<S, B, RB> tower::Service<tonic::codegen::http::Request<B>> for EpochService<S>
+where
+    S: tower::Service<
+        tonic::codegen::http::Request<B>,
+        Response = tonic::codegen::http::Response<RB>,
+    >,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: tonic::codegen::http::Request<B>) -> Self::Future {
+        let cell = self.cell.clone();
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let mut resp = fut.await?;
+            // Read after the call: a promotion during it shows the epoch the answer was
+            // given in (or a later one, never an earlier one).
+            if let Ok(m) = cell.any() {
+                if let Ok(v) = m.ha.epoch().0.to_string().parse() {
+                    resp.headers_mut().insert(crate::ha::EPOCH_METADATA_KEY, v);
+                }
+            }
+            Ok(resp)
+        })
     }
 }

@@ -106,7 +106,8 @@ impl Master {
         for _ in 0..MAX_SNAPSHOT_ROUNDS {
             let frozen = thaw.chunks.clone();
             let attempt = self
-                .mutate(
+                .mutate_logged(
+                    &r.request_id,
                     |st| {
                         let plan = st
                             .ns
@@ -127,16 +128,22 @@ impl Master {
                     |st, planned| match planned {
                         Ok(plan) => {
                             let attr = st.attr_of_path(&dst).ok();
-                            Attempt::Done(SnapshotResponse {
+                            Ok(Attempt::Done(SnapshotResponse {
                                 attr,
                                 inodes: plan.inodes,
                                 chunks: plan.chunks.len() as u64,
-                            })
+                            }))
                         }
                         Err((revoke, more)) => {
                             st.freeze(&more);
-                            Attempt::Wait { revoke, more }
+                            Ok(Attempt::Wait { revoke, more })
                         }
+                    },
+                    // The reply goes into the log with the snapshot, for a retry after a
+                    // failover.
+                    |a| match a {
+                        Attempt::Done(resp) => Some(prost::Message::encode_to_vec(resp)),
+                        Attempt::Wait { .. } => None,
                     },
                 )
                 .await?;

@@ -2,8 +2,10 @@
 //!
 //! `State` (namespace + chunk map + leases + safe mode) sits behind one mutex that is never
 //! held across an await. A mutation: reserve a log-queue slot, lock, plan (validate) → apply
-//! in memory → enqueue the encoded records, unlock, await durability, answer. Seqs are
-//! assigned and records enqueued under the lock, so the log holds them in seq order.
+//! in memory → enqueue the encoded records, unlock, await durability, then the HA commit
+//! gate (witness lease held; the required standby has the records), answer. Seqs are
+//! assigned and records enqueued under the lock, so the log holds them in seq order. A
+//! mutation with a request id also logs its answer (`RequestDone`) in the same batch.
 
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -17,17 +19,24 @@ use tonic::Status;
 
 use crate::chunk_map::{delete_command, ChunkMap};
 use crate::config::MasterConfig;
+use crate::ha::{Ack, Ha};
 use crate::handles::HandleTable;
 use crate::identity::ClusterIdentity;
 use crate::lease::LeaseTable;
 use crate::namespace::{Applied, Namespace, Op};
 use crate::oplog::{encode_record, Durable, LogCmd, LogHandle};
 use crate::retry_cache::RetryCache;
+use rdfs_proto::pb::RequestId;
 
 /// Longest wait for a slot in the log queue.
 const LOG_ENQUEUE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for a batch to be fsynced; past it the log is considered failed.
 const LOG_COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest a durable record waits for the witness lease or the standby before the caller
+/// gets a retryable error (the record stays; a retry with the same request id finds it).
+const COMMIT_GATE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Re-check period of the commit gate (the lease expires with time, not with an event).
+const COMMIT_GATE_TICK: Duration = Duration::from_millis(20);
 /// Fraction (per mille) of chunks that need a current replica before safe mode ends.
 pub const SAFE_MODE_THRESHOLD_PER_MILLE: u64 = 999;
 
@@ -66,6 +75,9 @@ pub struct State {
     /// Chunks a snapshot in progress is about to share (how many snapshots): no lease is
     /// granted on them until it is logged (not logged itself).
     pub frozen: std::collections::HashMap<ChunkId, u32>,
+    /// A standby's state: locations are learnt but nothing is decided (no deletes, no
+    /// re-replication, safe mode held) until it takes over.
+    pub standby: bool,
 }
 
 pub struct Master {
@@ -78,17 +90,86 @@ pub struct Master {
     /// Answers of recent mutations by request id, for retried calls.
     pub retry: RetryCache,
     pub started: std::time::Instant,
+    /// Role, witness lease and standby (see the `ha` module).
+    pub ha: Ha,
+    /// One witness addition at a time (see `Master::add_witness`).
+    pub witness_add: tokio::sync::Mutex<()>,
+}
+
+/// What one mutation put in the log.
+struct Logged<T> {
+    /// Fires when the records are durable; `None` when nothing was logged (the answer then
+    /// waits for the last record it could have read).
+    rx: Option<oneshot::Receiver<Durable>>,
+    last_seq: u64,
+    /// The answer (an error from the answer step still logs the applied ops).
+    out: Result<T, Status>,
 }
 
 impl Master {
     /// Runs one mutation: `plan` validates and returns the ops to log (none = nothing to
     /// log) plus a value handed to `answer`, which builds the reply from the state after
-    /// the ops were applied (still under the lock). The reply is returned once durable.
+    /// the ops were applied (still under the lock). The reply is returned once the records
+    /// are durable and the commit gate allows acknowledging them.
     pub async fn mutate<P, T>(
         &self,
         plan: impl FnOnce(&State) -> Result<(Vec<Op>, P), Status>,
         answer: impl FnOnce(&mut State, P) -> T,
     ) -> Result<T, Status> {
+        let logged = self
+            .log_mutation(plan, |st, p| Ok((answer(st, p), None)))
+            .await?;
+        self.commit(logged).await
+    }
+
+    /// [`Master::mutate`] for a request with a request id: the encoded answer is logged in
+    /// the same batch (`RequestDone`), so a retry finds it even after a failover.
+    pub async fn mutate_req<P, R>(
+        &self,
+        id: &Option<RequestId>,
+        plan: impl FnOnce(&State) -> Result<(Vec<Op>, P), Status>,
+        answer: impl FnOnce(&mut State, P) -> Result<R, Status>,
+    ) -> Result<R, Status>
+    where
+        R: prost::Message,
+    {
+        self.mutate_logged(id, plan, answer, |r| Some(r.encode_to_vec()))
+            .await
+    }
+
+    /// [`Master::mutate_req`] for an answer that is not itself the reply: `record` gives the
+    /// reply to log for it (`None`: nothing to remember).
+    pub async fn mutate_logged<P, T>(
+        &self,
+        id: &Option<RequestId>,
+        plan: impl FnOnce(&State) -> Result<(Vec<Op>, P), Status>,
+        answer: impl FnOnce(&mut State, P) -> Result<T, Status>,
+        record: impl FnOnce(&T) -> Option<Vec<u8>>,
+    ) -> Result<T, Status> {
+        let key = crate::retry_cache::key(id);
+        let logged = self
+            .log_mutation(plan, |st, p| {
+                let r = answer(st, p)?;
+                let done =
+                    key.zip(record(&r))
+                        .map(|((client_id, call_id), answer)| Op::RequestDone {
+                            client_id,
+                            call_id,
+                            answer,
+                        });
+                Ok((r, done))
+            })
+            .await?;
+        self.commit(logged).await
+    }
+
+    /// Plans, applies and enqueues one mutation (plus its answer record, if any).
+    async fn log_mutation<P, T>(
+        &self,
+        plan: impl FnOnce(&State) -> Result<(Vec<Op>, P), Status>,
+        answer: impl FnOnce(&mut State, P) -> Result<(T, Option<Op>), Status>,
+    ) -> Result<Logged<T>, Status> {
+        self.ha.check_primary()?;
         if self.log.is_failed() {
             return Err(ErrorCode::Io.status("operation log failed; master is read-only"));
         }
@@ -96,20 +177,112 @@ impl Master {
             .await
             .map_err(|_| ErrorCode::Busy.status("operation log queue full"))?
             .map_err(|_| ErrorCode::Unavailable.status("master is shutting down"))?;
-        let (rx, out) = {
-            let mut st = self.state.lock();
-            let (ops, p) = plan(&st)?;
-            if ops.is_empty() {
-                return Ok(answer(&mut st, p));
-            }
-            let bytes = st.apply_and_encode(&ops)?;
-            st.metrics
-                .count(crate::metrics::Rate::Mutations, ops.len() as u64);
-            let (tx, rx) = oneshot::channel();
-            permit.send(LogCmd::Append { bytes, done: tx });
-            (rx, answer(&mut st, p))
+        let mut st = self.state.lock();
+        let (ops, p) = plan(&st)?;
+        if ops.is_empty() {
+            // Nothing logged, but the answer must not run ahead of what it read: the last
+            // record must be acknowledgeable too.
+            return Ok(Logged {
+                rx: None,
+                last_seq: st.last_seq,
+                out: answer(&mut st, p).map(|(out, _)| out),
+            });
+        }
+        let first_seq = st.last_seq + 1;
+        let mut bytes = st.apply_and_encode(&ops)?;
+        st.metrics
+            .count(crate::metrics::Rate::Mutations, ops.len() as u64);
+        let applied = (st.last_seq + 1 - first_seq) as usize;
+        self.note_applied(&ops[..applied], first_seq);
+        let (out, done) = match answer(&mut st, p) {
+            Ok((out, done)) => (Ok(out), done),
+            Err(e) => (Err(e), None),
         };
-        self.await_durable(rx).await.map(|()| out)
+        if let Some(done) = done {
+            let done_seq = st.last_seq + 1;
+            bytes.extend(st.apply_and_encode(std::slice::from_ref(&done))?);
+            self.note_applied(std::slice::from_ref(&done), done_seq);
+        }
+        let last_seq = st.last_seq;
+        let (tx, rx) = oneshot::channel();
+        permit.send(LogCmd::Append {
+            bytes,
+            first_seq,
+            last_seq,
+            done: tx,
+        });
+        Ok(Logged {
+            rx: Some(rx),
+            last_seq,
+            out,
+        })
+    }
+
+    /// Side effects of applied ops outside the namespace (the retry cache, the witness
+    /// membership, the served epoch), on the primary and on a standby alike.
+    pub(crate) fn note_applied(&self, ops: &[Op], first_seq: u64) {
+        for (i, op) in ops.iter().enumerate() {
+            match op {
+                Op::RequestDone {
+                    client_id,
+                    call_id,
+                    answer,
+                } => self
+                    .retry
+                    .put(client_id, *call_id, answer, first_seq + i as u64),
+                Op::AddWitness { node_id, addr } => {
+                    self.ha.members.set(node_id, addr);
+                    self.ha.membership_changed();
+                }
+                Op::NewEpoch { epoch, .. } => self.ha.set_epoch(*epoch),
+                _ => {}
+            }
+        }
+    }
+
+    /// Waits until a logged mutation is durable and acknowledgeable.
+    async fn commit<T>(&self, logged: Logged<T>) -> Result<T, Status> {
+        match logged.rx {
+            Some(rx) => self.await_durable(rx).await?,
+            None => self.wait_durable(logged.last_seq).await?,
+        }
+        self.commit_gate(logged.last_seq).await?;
+        logged.out
+    }
+
+    /// Waits until record `seq` (durable here) may be acknowledged: the witness lease is
+    /// held and the required standby has it (see `ha`).
+    pub async fn commit_gate(&self, seq: u64) -> Result<(), Status> {
+        let deadline = std::time::Instant::now() + COMMIT_GATE_TIMEOUT;
+        loop {
+            let now = std::time::Instant::now();
+            match self.ha.can_ack(seq, now) {
+                Ack::Yes => return Ok(()),
+                Ack::No(status) => return Err(status),
+                Ack::Wait if now >= deadline => {
+                    return Err(ErrorCode::Unavailable.status(format!(
+                        "record {seq} is durable but cannot be acknowledged yet (witness lease or standby); retry"
+                    )))
+                }
+                Ack::Wait => self.ha.wait_change(COMMIT_GATE_TICK).await,
+            }
+        }
+    }
+
+    /// Waits until record `seq` is durable here (a retried request whose answer is cached).
+    pub async fn wait_durable(&self, seq: u64) -> Result<(), Status> {
+        let mut rx = self.log.durable.clone();
+        let stopped =
+            match tokio::time::timeout(LOG_COMMIT_TIMEOUT, rx.wait_for(|d| *d >= seq)).await {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(_)) => true,
+                Err(_) => false,
+            };
+        Err(ErrorCode::Unavailable.status(if stopped {
+            "operation log writer stopped".to_string()
+        } else {
+            format!("record {seq} not durable yet")
+        }))
     }
 
     /// Like [`Master::mutate`] for plans that need no extra value.
@@ -119,6 +292,17 @@ impl Master {
         answer: impl FnOnce(&mut State) -> T,
     ) -> Result<T, Status> {
         self.mutate(|st| Ok((plan(st)?, ())), |st, ()| answer(st))
+            .await
+    }
+
+    /// [`Master::mutate_req`] for plans that need no extra value.
+    pub async fn mutate_ops_req<R: prost::Message>(
+        &self,
+        id: &Option<RequestId>,
+        plan: impl FnOnce(&State) -> Result<Vec<Op>, Status>,
+        answer: impl FnOnce(&mut State) -> Result<R, Status>,
+    ) -> Result<R, Status> {
+        self.mutate_req(id, |st| Ok((plan(st)?, ())), |st, ()| answer(st))
             .await
     }
 
@@ -168,7 +352,24 @@ impl State {
             handles: HandleTable::default(),
             orphan_grace_until: std::time::Instant::now(),
             frozen: Default::default(),
+            standby: false,
         }
+    }
+
+    /// Applies records a standby received (already validated and ordered); `Err` means the
+    /// two logs diverged.
+    pub fn apply_followed(&mut self, seq: u64, op: &Op) -> Result<(), String> {
+        if seq != self.last_seq + 1 {
+            return Err(format!("record {seq} after {}", self.last_seq));
+        }
+        let applied = self
+            .ns
+            .apply(op)
+            .map_err(|e| format!("record {seq} ({}) does not apply: {e}", op.kind()))?;
+        self.after_apply(applied);
+        self.last_seq = seq;
+        self.ops_since_checkpoint += 1;
+        Ok(())
     }
 
     /// Applies ops in order and encodes their records. An op that fails to apply stops the
@@ -319,20 +520,32 @@ impl State {
         tracing::info!(server = %server, %addr, revoked_leases = revoked, "chunkserver declared dead");
     }
 
-    /// (chunks with at least one current replica reported, all chunks).
+    /// (chunks with at least one current replica reported, chunks that need one). A chunk
+    /// the file ends before holds nothing acknowledged (a write that died between the
+    /// allocation and its commit, or one in flight at a failover): it needs no replica.
     pub fn safe_mode_counts(&self) -> (u64, u64) {
-        let total = self.ns.chunk_count() as u64;
-        let reported = self
-            .ns
-            .chunks()
-            .filter(|(c, m)| !self.cmap.current_replicas(**c, m.version).is_empty())
-            .count() as u64;
+        let holds_data = |m: &crate::namespace::ChunkMeta| {
+            self.ns.inode(m.inode).is_some_and(|ino| match &ino.kind {
+                crate::namespace::NodeKind::File { size, .. } => {
+                    *size > m.index.saturating_mul(self.chunk_size_bytes)
+                }
+                _ => true,
+            })
+        };
+        let (mut reported, mut total) = (0u64, 0u64);
+        for (c, m) in self.ns.chunks().filter(|(_, m)| holds_data(m)) {
+            total += 1;
+            if !self.cmap.current_replicas(*c, m.version).is_empty() {
+                reported += 1;
+            }
+        }
         (reported, total)
     }
 
-    /// Leaves safe mode once enough chunks have a current replica (never a manual one).
+    /// Leaves safe mode once enough chunks have a current replica (never a manual one,
+    /// never on a standby, which decides nothing until it takes over).
     pub fn update_safe_mode(&mut self) {
-        if !self.safe_mode || self.safe_mode_manual {
+        if !self.safe_mode || self.safe_mode_manual || self.standby {
             return;
         }
         let (reported, total) = self.safe_mode_counts();

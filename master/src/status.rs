@@ -2,7 +2,7 @@
 //! report`, `dfs df`), the dashboard's JSON API and `/metrics`, so they always agree.
 //!
 //! The standby fields come from [`Master::standby_info`], the one place the hot standby
-//! (issue 5) reports through; until it exists it says "none".
+//! (the `ha` module) reports through; "none" when no standby is attached.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -146,14 +146,10 @@ pub fn repair_eta_ms(copies_needed: u64, copies_per_sec: f64) -> i64 {
 }
 
 impl Master {
-    /// The hot standby as the primary sees it. The standby work (issue 5) fills this in;
-    /// the dashboard, `dfs admin report` and `/metrics` already show what it returns.
+    /// The hot standby as the primary sees it (`ha`): the dashboard, `dfs admin report`
+    /// and `/metrics` show what it returns.
     pub fn standby_info(&self) -> StandbyInfo {
-        StandbyInfo {
-            state: "none".to_string(),
-            addr: String::new(),
-            lag_ops: 0,
-        }
+        self.ha.standby_info(self.log.durable_seq(), Instant::now())
     }
 
     pub fn cluster_status(&self) -> ClusterStatusResponse {
@@ -206,6 +202,11 @@ impl Master {
             safe_mode_reported_chunks: reported,
             uptime_ms: self.started.elapsed().as_millis() as u64,
             last_scan_us: st.last_scan_duration.as_micros() as u64,
+            role: self.ha.role_name().to_string(),
+            primary_addr: self.ha.primary_addr(),
+            witnesses: self.ha.members.len() as u32,
+            lease_valid: self.ha.lease_valid(now),
+            master_addr: self.ha.me_addr.clone(),
         }
     }
 }

@@ -128,8 +128,9 @@ impl Master {
             origin.clone()
         };
         let t = now_ns();
-        let (restored_to, attr) = self
-            .mutate(
+        let resp = self
+            .mutate_req(
+                &r.request_id,
                 |st| {
                     let (ops, to) = st
                         .ns
@@ -139,34 +140,36 @@ impl Master {
                 },
                 |st, to| {
                     let attr = st.attr_of_path(&to).ok();
-                    (to, attr)
+                    Ok(RestoreTrashResponse {
+                        restored_to: to,
+                        attr,
+                    })
                 },
             )
             .await?;
-        tracing::info!(%restored_to, "restored from the trash");
-        Ok(RestoreTrashResponse { restored_to, attr })
+        tracing::info!(restored_to = %resp.restored_to, "restored from the trash");
+        Ok(resp)
     }
 
     pub async fn empty_trash(&self, r: EmptyTrashRequest) -> Result<EmptyTrashResponse, Status> {
         let cred = cred_of(&r.caller);
         let t = now_ns();
-        let (removed, more) = self
-            .mutate(
-                |st| {
-                    let ids: Vec<InodeId> = st
-                        .ns
-                        .trash_items(Some(cred.uid))
-                        .iter()
-                        .map(|t| t.inode.id)
-                        .collect();
-                    let more = ids.len() > MAX_PURGES_PER_SWEEP;
-                    let ids = &ids[..ids.len().min(MAX_PURGES_PER_SWEEP)];
-                    Ok((st.purge_ops(ids, t), (ids.len() as u64, more)))
-                },
-                |_, n| n,
-            )
-            .await?;
-        Ok(EmptyTrashResponse { removed, more })
+        self.mutate_req(
+            &r.request_id,
+            |st| {
+                let ids: Vec<InodeId> = st
+                    .ns
+                    .trash_items(Some(cred.uid))
+                    .iter()
+                    .map(|t| t.inode.id)
+                    .collect();
+                let more = ids.len() > MAX_PURGES_PER_SWEEP;
+                let ids = &ids[..ids.len().min(MAX_PURGES_PER_SWEEP)];
+                Ok((st.purge_ops(ids, t), (ids.len() as u64, more)))
+            },
+            |_, (removed, more)| Ok(EmptyTrashResponse { removed, more }),
+        )
+        .await
     }
 
     /// Purges trash entries older than the grace period (at most a batch per call).

@@ -33,6 +33,10 @@ pub enum AdminCommand {
     /// Move replicas until every chunkserver's usage is within a threshold of the mean;
     /// waits until done. Needs root.
     Balance(BalanceArgs),
+    /// Hand over from the primary master to its in-sync standby (clean, no lost operation).
+    Failover,
+    /// Show each master's role, epoch, last op seq and standby state.
+    Ha(crate::ha::HaArgs),
 }
 
 #[derive(Debug, Args)]
@@ -109,6 +113,8 @@ pub async fn run(client: &Client, cmd: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Safemode { action } => safemode(client, action).await,
         AdminCommand::Decommission(a) => decommission(client, a).await,
         AdminCommand::Balance(a) => balance(client, a).await,
+        AdminCommand::Failover => crate::ha::failover(client).await,
+        AdminCommand::Ha(_) => anyhow::bail!("`admin ha` asks each master itself"),
     }
 }
 

@@ -12,6 +12,7 @@
 mod admin;
 mod commands;
 mod format;
+mod ha;
 mod mount;
 mod records;
 mod servers;
@@ -159,6 +160,16 @@ fn main() -> ExitCode {
             command: ClusterCommand::Up(args),
         } => servers::cluster_up(args),
         Command::Mount(args) => mount::mount(args, cli.masters, cli.timeout),
+        Command::Admin {
+            command: admin::AdminCommand::Ha(args),
+        } => {
+            let (masters, timeout) = (cli.masters, cli.timeout);
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))
+                .and_then(|rt| rt.block_on(ha::status(&masters, timeout, args)))
+        }
         command => {
             restore_sigpipe();
             run_user_command(command, cli.masters, cli.timeout)

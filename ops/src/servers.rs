@@ -68,6 +68,14 @@ pub struct MasterArgs {
     /// balancer throttle; default 4).
     #[arg(long)]
     pub max_transfers_per_source: Option<u32>,
+    /// Run as a hot standby of the primary at HOST:PORT (its data directory is initialised
+    /// from the primary's checkpoint and log).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub standby_of: Option<String>,
+    /// Time without a healthy primary before the standby takes over; also the witness
+    /// lease the primary holds from the chunkservers (default 5s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub failover_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -106,6 +114,12 @@ pub struct ClusterUpArgs {
     /// Also mount the cluster here with FUSE (`dfs mount`), unmounted on stop.
     #[arg(long)]
     pub mount: Option<PathBuf>,
+    /// Run without the hot standby master (by default one listens on the master's port + 1).
+    #[arg(long)]
+    pub no_standby: bool,
+    /// Failover timeout of both masters.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub failover_timeout: Option<Duration>,
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -173,6 +187,10 @@ pub fn master(args: MasterArgs) -> anyhow::Result<()> {
     if let Some(v) = args.max_transfers_per_source {
         cfg.max_transfers_per_source = v;
     }
+    if let Some(v) = args.failover_timeout {
+        cfg.failover_timeout = v;
+    }
+    cfg.standby_of = args.standby_of.clone();
     cfg.validate()
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
     runtime()?.block_on(async move {
@@ -384,6 +402,12 @@ fn start_cluster(
         margs.extend(["--chunk-size".into(), cs.to_string()]);
     }
     margs.extend(["--http".into(), http_addr_for(&args.listen)?]);
+    if let Some(t) = args.failover_timeout {
+        margs.extend([
+            "--failover-timeout".into(),
+            humantime::format_duration(t).to_string(),
+        ]);
+    }
     let master = spawn_child("master", &margs, &data.join("logs/master.log"))?;
     let master_addr = master.addr.clone();
     children.push(master);
@@ -397,6 +421,41 @@ fn start_cluster(
     } else {
         master_port
     };
+    let mut masters = vec![master_addr.clone()];
+    if !args.no_standby {
+        let host = master_addr
+            .rsplit_once(':')
+            .map(|(h, _)| h.to_string())
+            .context("master address has no host")?;
+        let port = if base_port == 0 {
+            0
+        } else {
+            base_port
+                .checked_add(1)
+                .context("standby port out of range")?
+        };
+        let mut sargs = vec![
+            "master".into(),
+            "--data".into(),
+            s(&data.join("standby")),
+            "--listen".into(),
+            format!("{host}:{port}"),
+            "--standby-of".into(),
+            master_addr.clone(),
+            "--http".into(),
+            http_addr_for(&format!("{host}:{port}"))?,
+        ];
+        if let Some(t) = args.failover_timeout {
+            sargs.extend([
+                "--failover-timeout".into(),
+                humantime::format_duration(t).to_string(),
+            ]);
+        }
+        let standby = spawn_child("standby", &sargs, &data.join("logs/standby.log"))?;
+        masters.push(standby.addr.clone());
+        children.push(standby);
+    }
+    let master_list = masters.join(",");
     for i in 1..=args.chunkservers {
         let port = if base_port == 0 {
             0
@@ -407,7 +466,7 @@ fn start_cluster(
         };
         let cargs = vec![
             "--master".into(),
-            master_addr.clone(),
+            master_list.clone(),
             "chunkserver".into(),
             "--data".into(),
             s(&data.join(format!("cs{i}"))),
@@ -423,7 +482,7 @@ fn start_cluster(
     }
     if let Some(dir) = &args.mount {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-        let margs = vec!["--master".into(), master_addr, "mount".into(), s(dir)];
+        let margs = vec!["--master".into(), master_list, "mount".into(), s(dir)];
         children.push(spawn_child("mount", &margs, &data.join("logs/mount.log"))?);
     }
     Ok(())
@@ -448,17 +507,21 @@ fn http_addr_for(listen: &str) -> anyhow::Result<String> {
 }
 
 fn print_banner(data: &Path, children: &[ChildServer]) {
-    let master = children.first().map(|c| c.addr.as_str()).unwrap_or("?");
+    let masters: Vec<&str> = children
+        .iter()
+        .filter(|c| c.name == "master" || c.name == "standby")
+        .map(|c| c.addr.as_str())
+        .collect();
+    let master = masters.join(",");
     let dashboard = children
         .first()
         .and_then(|c| c.more.recv_timeout(CHILD_START_TIMEOUT).ok())
         .and_then(|l| l.rsplit(' ').next().map(str::to_string))
         .unwrap_or_else(|| "?".into());
     println!("rdfs local cluster is up");
-    println!("  master:       {master}");
-    println!("  dashboard:    {dashboard}");
-    for c in children.iter().skip(1) {
-        println!("  {}: {}", c.name, c.addr);
+    println!("  {:<14} {dashboard}", "dashboard:");
+    for c in children {
+        println!("  {:<14} {}", format!("{}:", c.name), c.addr);
     }
     println!("  data and logs: {}", data.display());
     println!();
@@ -467,6 +530,9 @@ fn print_banner(data: &Path, children: &[ChildServer]) {
     println!("  dfs mkdir -p /demo && dfs put README.md /demo/ && dfs ls -l /demo");
     println!("  dfs cat /demo/README.md | head; dfs stat --json /demo/README.md; dfs fsck");
     println!("  dfs admin report; open {dashboard} in a browser");
+    if masters.len() > 1 {
+        println!("  dfs admin ha                # which master is primary; dfs admin failover hands over");
+    }
     println!();
     println!("Press Ctrl-C to stop the cluster.");
 }

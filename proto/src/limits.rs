@@ -67,3 +67,7 @@ pub fn validate_chunk_size(bytes: u64) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Longest failover timeout (= witness lease) a master accepts; chunkservers cap the lease
+/// they grant at the same value.
+pub const MAX_FAILOVER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);

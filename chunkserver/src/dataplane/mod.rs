@@ -153,6 +153,10 @@ async fn dispatch(node: &Arc<Node>, conn: &mut DataConn, frame: Frame) -> Result
             };
             conn.send(&reply, &[]).await
         }
+        Msg::Witness(req) => {
+            let reply = crate::witness::handle(node, req).await;
+            conn.send(&Msg::WitnessReply(reply), &[]).await
+        }
         // A writer may end a transfer with an empty `last` frame after the bytes we
         // counted; it carries nothing, so it is not a protocol violation.
         Msg::Data { last: true } if frame.payload.is_empty() => Ok(()),
@@ -194,6 +198,11 @@ async fn set_version(node: &Arc<Node>, req: SetVersionRequest) -> Result<(), Req
         })
         .await?;
         tracing::debug!("version persisted");
+        // Every master hears of it (the active one knows already): a standby that takes
+        // over must know this replica without waiting for a full block report.
+        if let Ok(st) = node.store.state(chunk_id) {
+            node.report_added(st.info());
+        }
         Ok(())
     }
     .instrument(span)

@@ -11,6 +11,7 @@
 //! above every allocated id. `parent`/`name` of a hard-linked inode name one of its links
 //! (used only to print paths).
 
+pub mod ha_meta;
 mod op;
 pub mod perm;
 mod posix;
@@ -166,6 +167,8 @@ pub struct Namespace {
     orphans: BTreeSet<InodeId>,
     /// Entries of the per-user trash directories, by inode.
     trash: BTreeMap<InodeId, TrashEntry>,
+    /// Epoch history and witness membership (checkpoint format 4).
+    ha: ha_meta::HaMeta,
 }
 
 impl Default for Namespace {
@@ -200,9 +203,10 @@ impl Namespace {
             next_inode: InodeId::ROOT.0 + 1,
             // 0 is never allocated (chunk files are named by id).
             next_chunk_id: 1,
-            epoch: Epoch(1),
+            epoch: ha_meta::FIRST_EPOCH,
             orphans: BTreeSet::new(),
             trash: BTreeMap::new(),
+            ha: ha_meta::HaMeta::default(),
         }
     }
 
@@ -214,6 +218,10 @@ impl Namespace {
     }
     pub fn epoch(&self) -> Epoch {
         self.epoch
+    }
+    /// Epoch history and witness membership.
+    pub fn ha(&self) -> &ha_meta::HaMeta {
+        &self.ha
     }
     pub fn inode(&self, id: InodeId) -> Option<&Inode> {
         self.inodes.get(&id)
@@ -582,6 +590,23 @@ impl Namespace {
                 meta.version = *version;
                 Ok(Applied::default())
             }
+            Op::NewEpoch { epoch, start_seq } => {
+                if *epoch <= self.epoch {
+                    return Err(NsError::new(
+                        ErrorCode::StaleEpoch,
+                        format!("new epoch {epoch} is not above epoch {}", self.epoch),
+                    ));
+                }
+                self.epoch = *epoch;
+                self.ha.epochs.push((*epoch, *start_seq));
+                Ok(Applied::default())
+            }
+            Op::AddWitness { node_id, addr } => {
+                self.ha.witnesses.insert(node_id.clone(), addr.clone());
+                Ok(Applied::default())
+            }
+            // Answers live in the master's retry cache, not in the namespace.
+            Op::RequestDone { .. } => Ok(Applied::default()),
             Op::CommitWrite {
                 inode,
                 end,
@@ -922,9 +947,39 @@ impl From<NamespaceV2> for Namespace {
             epoch: v2.epoch,
             orphans: v2.orphans,
             trash: BTreeMap::new(),
+            ha: ha_meta::HaMeta::default(),
         };
         ns.recount_refs();
         ns
+    }
+}
+
+/// The namespace as checkpoint format 3 stored it (before the HA metadata).
+#[derive(Debug, Deserialize)]
+pub struct NamespaceV3 {
+    inodes: HashMap<InodeId, Inode>,
+    chunks: HashMap<ChunkId, ChunkMeta>,
+    next_inode: u64,
+    next_chunk_id: u64,
+    epoch: Epoch,
+    orphans: BTreeSet<InodeId>,
+    trash: BTreeMap<InodeId, TrashEntry>,
+}
+
+impl From<NamespaceV3> for Namespace {
+    fn from(v3: NamespaceV3) -> Namespace {
+        // Format 3 predates failover: the epoch never moved past its first value, so the
+        // history is just the first epoch, and nobody is a witness yet.
+        Namespace {
+            inodes: v3.inodes,
+            chunks: v3.chunks,
+            next_inode: v3.next_inode,
+            next_chunk_id: v3.next_chunk_id,
+            epoch: v3.epoch,
+            orphans: v3.orphans,
+            trash: v3.trash,
+            ha: ha_meta::HaMeta::default(),
+        }
     }
 }
 
@@ -979,6 +1034,7 @@ impl From<NamespaceV1> for Namespace {
             epoch: v1.epoch,
             orphans: BTreeSet::new(),
             trash: BTreeMap::new(),
+            ha: ha_meta::HaMeta::default(),
         };
         ns.recount_refs();
         ns

@@ -177,6 +177,19 @@ pub enum Op {
         dst_name: String,
         time_ns: i64,
     },
+    // ---- issue 5: high availability (appended after the trash ops) ----
+    /// The first record a promoted master writes: from `start_seq` (this record's seq) on,
+    /// records belong to `epoch`.
+    NewEpoch { epoch: Epoch, start_seq: u64 },
+    /// A chunkserver joins the witness membership (its majority grants the primary's lease).
+    AddWitness { node_id: String, addr: String },
+    /// The answer a mutation with request id (client id, call id) got, written in the same
+    /// batch as the mutation, so a retry finds it after a restart or a failover.
+    RequestDone {
+        client_id: Vec<u8>,
+        call_id: u64,
+        answer: Vec<u8>,
+    },
 }
 
 /// What a `CreateNode` makes.
@@ -215,6 +228,9 @@ impl Op {
             Op::CopyDone { .. } => "copy_done",
             Op::MoveToTrash { .. } => "move_to_trash",
             Op::Untrash { .. } => "untrash",
+            Op::NewEpoch { .. } => "new_epoch",
+            Op::AddWitness { .. } => "add_witness",
+            Op::RequestDone { .. } => "request_done",
         }
     }
 }

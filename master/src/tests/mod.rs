@@ -29,6 +29,8 @@ pub fn config(dir: &Path) -> MasterConfig {
     c.heartbeat_interval = Duration::from_millis(100);
     c.heartbeat_timeout = Duration::from_millis(600);
     c.replication_scan_interval = Duration::from_millis(50);
+    // Fake chunkservers (and unreachable addresses) register here: no witness lease.
+    c.witnesses = false;
     c
 }
 
@@ -138,7 +140,8 @@ pub async fn exists(c: &mut MasterClient<Channel>, path: &str) -> bool {
     }
 }
 
-/// A fake chunkserver data plane: answers every frame with `Msg::Ok`; counts requests.
+/// A fake chunkserver data plane: answers every frame with `Msg::Ok` (a witness request
+/// with a grant that echoes its mark); counts requests.
 pub struct FakeChunkserver {
     pub addr: String,
     pub requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
@@ -156,9 +159,13 @@ impl FakeChunkserver {
                 let count = count.clone();
                 tokio::spawn(async move {
                     let mut conn = DataConn::from_stream(stream, peer.to_string());
-                    while conn.recv_idle().await.is_ok() {
+                    while let Ok(frame) = conn.recv_idle().await {
                         count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        if conn.send(&Msg::Ok, &[]).await.is_err() {
+                        let reply = match frame.msg {
+                            Msg::Witness(w) => Msg::WitnessReply(grant(&w.op)),
+                            _ => Msg::Ok,
+                        };
+                        if conn.send(&reply, &[]).await.is_err() {
                             break;
                         }
                     }
@@ -181,6 +188,25 @@ impl FakeChunkserver {
 impl Drop for FakeChunkserver {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// A witness grant that holds whatever mark the request carried.
+fn grant(op: &rdfs_proto::dataplane::WitnessOp) -> rdfs_proto::dataplane::WitnessReply {
+    use rdfs_proto::dataplane::{WitnessOp, WitnessReply};
+    let (epoch, mark) = match op {
+        WitnessOp::Renew { epoch, mark, .. } => (*epoch, mark.clone().unwrap_or_default()),
+        WitnessOp::Promote { epoch, .. } | WitnessOp::Release { epoch, .. } => {
+            (*epoch, Default::default())
+        }
+        WitnessOp::Query => (Default::default(), Default::default()),
+    };
+    WitnessReply {
+        granted: true,
+        epoch,
+        promised: epoch,
+        mark,
+        ..WitnessReply::default()
     }
 }
 

@@ -176,6 +176,14 @@ async fn safe_mode_blocks_writes_and_deletes_until_reports_arrive() {
     let f = create(&mut c, "/f").await.unwrap();
     prepare(&mut c, f.inode, 0, vec![]).await.unwrap();
     prepare(&mut c, f.inode, 1, vec![]).await.unwrap();
+    // Both chunks hold acknowledged bytes (chunks past the end would not keep safe mode).
+    c.commit_write(CommitWriteRequest {
+        inode: f.inode,
+        end_offset: TEST_CHUNK_SIZE + 1,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let g = create(&mut c, "/g").await.unwrap();
     prepare(&mut c, g.inode, 0, vec![]).await.unwrap();
     c.delete(DeleteRequest {

@@ -13,6 +13,7 @@ use nix::unistd::Pid;
 use sha2::{Digest, Sha256};
 
 pub mod dash;
+pub mod ha;
 
 pub const CHUNK_SIZE: u64 = 1 << 20;
 
@@ -155,28 +156,8 @@ impl ProcCluster {
     }
 
     pub fn spawn_master_with(dir: &Path, listen: &str, extra: &[String]) -> Proc {
-        let mut args: Vec<String> = [
-            "master",
-            "--data",
-            dir.join("master").to_str().unwrap(),
-            "--listen",
-            listen,
-            "--chunk-size",
-            &CHUNK_SIZE.to_string(),
-            "--heartbeat-interval",
-            "200ms",
-            "--heartbeat-timeout",
-            "2s",
-            "--lease",
-            "2s",
-            "--block-report-interval",
-            "2s",
-            "--http",
-            "127.0.0.1:0",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mut args = master_args(&dir.join("master"), listen);
+        args.extend(["--http".to_string(), "127.0.0.1:0".to_string()]);
         args.extend(extra.iter().cloned());
         Proc::spawn("master", &args, &dir.join("master.log"))
     }
@@ -331,6 +312,30 @@ impl ProcCluster {
             .filter(|p| p.file_name().is_some_and(|f| f == name.as_str()))
             .collect()
     }
+}
+
+/// `dfs master` arguments with the short timings every multi-process test uses.
+pub fn master_args(data: &Path, listen: &str) -> Vec<String> {
+    [
+        "master",
+        "--data",
+        data.to_str().unwrap(),
+        "--listen",
+        listen,
+        "--chunk-size",
+        &CHUNK_SIZE.to_string(),
+        "--heartbeat-interval",
+        "200ms",
+        "--heartbeat-timeout",
+        "2s",
+        "--lease",
+        "2s",
+        "--block-report-interval",
+        "2s",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 /// The dashboard address a master printed on its second stdout line.

@@ -10,6 +10,7 @@
 //! | [`fsx`] | the random-operation exerciser against an in-memory model (item 3) |
 //! | [`consistency`] | two mounts of one cluster: close-to-open (item 4) |
 //! | [`faults`] | kill -9 of a chunkserver during `cp`, EIO and recovery (item 5) |
+//! | [`ha`] | issue 5, item 4: writes through a mount and a `dfs put` continue through a failover |
 #![allow(clippy::unwrap_used)]
 
 #[path = "../common/mod.rs"]
@@ -20,5 +21,6 @@ mod basics;
 mod consistency;
 mod faults;
 mod fsx;
+mod ha;
 mod posix;
 mod tools;

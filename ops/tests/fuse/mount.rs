@@ -54,6 +54,12 @@ impl FuseMount {
 
     /// Mounts `c` at `dir`, passing `extra` to `dfs mount` (e.g. `--attr-ttl 60s`).
     pub fn start_with(c: &ProcCluster, dir: &Path, extra: &[&str]) -> FuseMount {
+        Self::start_masters(&c.master.addr, MOUNT_TIMEOUT, dir, extra)
+    }
+
+    /// Mounts the cluster whose masters are `masters` (`a,b`) at `dir`, with `timeout` as
+    /// the deadline of each cluster call.
+    pub fn start_masters(masters: &str, timeout: &str, dir: &Path, extra: &[&str]) -> FuseMount {
         // A dead mount answers ENOTCONN to everything: resolve through the parent.
         let dir = dir
             .parent()
@@ -66,13 +72,7 @@ impl FuseMount {
         }
         let log = dir.with_extension("mount.log");
         let mut child = Command::new(dfs_bin())
-            .args([
-                "--master",
-                &c.master.addr,
-                "--timeout",
-                MOUNT_TIMEOUT,
-                "mount",
-            ])
+            .args(["--master", masters, "--timeout", timeout, "mount"])
             .arg(&dir)
             .args(extra)
             .env("RUST_LOG", "info")

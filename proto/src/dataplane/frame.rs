@@ -123,6 +123,74 @@ pub struct CopyChunkRequest {
     pub lease_serial: LeaseSerial,
 }
 
+/// Which standby the primary vouches for: the standby named in `in_sync` holds every record
+/// the primary of `epoch` has acknowledged. A newer (epoch, serial) replaces an older mark.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StandbyMark {
+    pub epoch: Epoch,
+    pub serial: u64,
+    /// Id of the in-sync standby; empty: no standby may take over.
+    pub in_sync: String,
+    /// When `in_sync` is empty: the seq up to which the dropped standby had everything.
+    pub out_of_sync_at: u64,
+}
+
+impl StandbyMark {
+    /// Order of marks: by epoch, then serial.
+    pub fn key(&self) -> (Epoch, u64) {
+        (self.epoch, self.serial)
+    }
+}
+
+/// What a master asks of a chunkserver acting as a witness (see the master's `ha` module).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WitnessOp {
+    /// The primary of `epoch` renews its lease for `lease_ms` and (with `mark`) records
+    /// which standby is in sync.
+    Renew {
+        epoch: Epoch,
+        holder_id: String,
+        holder_addr: String,
+        lease_ms: u64,
+        mark: Option<StandbyMark>,
+    },
+    /// A standby asks for `epoch` (above every epoch the witness knows): granted only when
+    /// the current lease has expired and the witness's mark says this standby is in sync.
+    Promote {
+        epoch: Epoch,
+        candidate_id: String,
+        candidate_addr: String,
+        lease_ms: u64,
+    },
+    /// The holder gives its lease up early (clean handover).
+    Release { epoch: Epoch, holder_id: String },
+    /// The witness's state, changing nothing.
+    Query,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WitnessRequest {
+    /// A witness answers only masters of its own cluster.
+    pub cluster_id: String,
+    pub op: WitnessOp,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WitnessReply {
+    pub granted: bool,
+    /// Why not, when not granted.
+    pub reason: String,
+    /// Highest epoch a primary has renewed a lease in (also the data-plane fence).
+    pub epoch: Epoch,
+    /// Highest epoch promised to a candidate (>= `epoch`).
+    pub promised: Epoch,
+    pub holder_id: String,
+    pub holder_addr: String,
+    /// Time left on the current holder's lease, by the witness's clock.
+    pub lease_remaining_ms: u64,
+    pub mark: StandbyMark,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Msg {
     Write(WriteRequest),
@@ -163,6 +231,10 @@ pub enum Msg {
     // ---- snapshots (appended) ----
     /// `CopyChunk` → `Ok` | `Error` (master to a chunkserver; a local copy, no transfer).
     CopyChunk(CopyChunkRequest),
+    // ---- failover witnesses (appended) ----
+    /// From a master: a witness-lease request (`WitnessReply` answers).
+    Witness(WitnessRequest),
+    WitnessReply(WitnessReply),
 }
 
 impl Msg {
@@ -194,6 +266,8 @@ impl Msg {
             Msg::ChunkFull { .. } => "chunk_full",
             Msg::Pad(_) => "pad",
             Msg::CopyChunk(_) => "copy_chunk",
+            Msg::Witness(_) => "witness",
+            Msg::WitnessReply(_) => "witness_reply",
         }
     }
 }
