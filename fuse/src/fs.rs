@@ -46,6 +46,7 @@ use tokio::task::JoinHandle;
 use crate::attr::{kind_of, ns_of, to_fuse};
 use crate::caller::GroupCache;
 use crate::errno::{errno_of, fuse_errno};
+use crate::readahead::ReadAhead;
 use crate::wbuf::WriteBuffer;
 
 /// Largest write the kernel is asked to send in one request.
@@ -81,6 +82,8 @@ pub struct FsConfig {
     pub max_buffered_bytes: u64,
     /// Size of one read-ahead window for sequential reads.
     pub readahead_bytes: u64,
+    /// Windows fetched ahead of the reader (each one chunk read in flight).
+    pub readahead_depth: usize,
 }
 
 impl Default for FsConfig {
@@ -90,6 +93,7 @@ impl Default for FsConfig {
             write_buffer_bytes: 8 << 20,
             max_buffered_bytes: 256 << 20,
             readahead_bytes: 4 << 20,
+            readahead_depth: 4,
         }
     }
 }
@@ -194,18 +198,6 @@ impl InodeIo {
         self.dirty_end.store(0, Ordering::Release);
         self.dirty_mtime_ns.store(0, Ordering::Release);
     }
-}
-
-/// Read-ahead state of one handle.
-#[derive(Default)]
-struct ReadAhead {
-    generation: u64,
-    /// Current window: start offset, bytes, and whether it reached the end of the file.
-    window: Option<(u64, Bytes, bool)>,
-    /// The prefetch of the window after it.
-    next: Option<(u64, JoinHandle<Result<Bytes, ClientError>>)>,
-    /// End of the last read, to recognise sequential access.
-    last_end: u64,
 }
 
 /// An open directory: entries fetched so far; the kernel's offset is an index into them.
@@ -592,135 +584,24 @@ impl Shared {
             self.flush_locked(io, &mut st, false).await?;
         }
         let size = u64::from(size);
-        let generation = io.generation.load(Ordering::Acquire);
         let mut ra = file.ra.lock().await;
-        if ra.generation != generation {
-            ra.drop_windows();
-            ra.generation = generation;
-        }
-        let window = self.cfg.readahead_bytes;
-        let sequential = offset == ra.last_end || ra.covers(offset);
-        if !sequential || size >= window {
+        ra.sync_generation(io.generation.load(Ordering::Acquire));
+        if !ra.is_sequential(offset) || size >= self.cfg.readahead_bytes {
             // Random access (or a read as large as a window): no read-ahead.
-            ra.drop_windows();
             let data = self
                 .client
                 .read_at(file.ino, offset, size)
                 .await
                 .map_err(|e| errno_of(&e))?;
-            ra.last_end = offset + data.len() as u64;
+            ra.note_direct(offset + data.len() as u64);
             return Ok(data);
         }
-        let mut pieces: Vec<Bytes> = Vec::new();
-        let mut pos = offset;
-        let mut got = 0u64;
-        while got < size {
-            if !ra.covers(pos) {
-                self.advance_window(file, &mut ra, pos).await?;
-            }
-            let piece = ra.slice(pos, size - got);
-            let at_eof = matches!(&ra.window, Some((s, b, true)) if pos + piece.len() as u64 >= s + b.len() as u64);
-            pos += piece.len() as u64;
-            got += piece.len() as u64;
-            let empty = piece.is_empty();
-            pieces.push(piece);
-            // A short answer from the kernel's point of view means end of file, so stop
-            // only there (or when the master returned nothing at all).
-            if at_eof || empty {
-                break;
-            }
-        }
-        ra.last_end = pos;
-        // Prefetch the following window while this one is being consumed.
-        if ra.next.is_none() {
-            if let Some((start, bytes, false)) = &ra.window {
-                let next_start = start + bytes.len() as u64;
-                let client = self.client.clone();
-                let ino = file.ino;
-                ra.next = Some((
-                    next_start,
-                    self.rt
-                        .spawn(async move { client.read_at(ino, next_start, window).await }),
-                ));
-            }
-        }
-        let out = if pieces.len() == 1 {
-            pieces.pop().unwrap_or_default()
-        } else {
-            let mut joined = Vec::with_capacity(got as usize);
-            for p in &pieces {
-                joined.extend_from_slice(p);
-            }
-            Bytes::from(joined)
+        let (client, rt, ino) = (self.client.clone(), self.rt.clone(), file.ino);
+        let fetch = move |start: u64, len: u64| {
+            let client = client.clone();
+            rt.spawn(async move { client.read_at(ino, start, len).await })
         };
-        Ok(out)
-    }
-
-    /// Makes the read-ahead window cover `pos`: the prefetched next window when it starts
-    /// there, else a fresh fetch at `pos`.
-    async fn advance_window(&self, file: &OpenFile, ra: &mut ReadAhead, pos: u64) -> Res<()> {
-        let window = self.cfg.readahead_bytes;
-        if let Some((start, handle)) = ra.next.take() {
-            if (start..start + window).contains(&pos) {
-                let bytes = match handle.await {
-                    Ok(Ok(b)) => b,
-                    Ok(Err(e)) => return Err(errno_of(&e)),
-                    Err(_) => return Err(libc::EIO),
-                };
-                let eof = (bytes.len() as u64) < window;
-                ra.window = Some((start, bytes, eof));
-                if ra.covers(pos) {
-                    return Ok(());
-                }
-            } else {
-                handle.abort();
-            }
-        }
-        let bytes = self
-            .client
-            .read_at(file.ino, pos, window)
-            .await
-            .map_err(|e| errno_of(&e))?;
-        let eof = (bytes.len() as u64) < window;
-        ra.window = Some((pos, bytes, eof));
-        Ok(())
-    }
-}
-
-impl ReadAhead {
-    /// True when `offset` lies in the current window (or at its end when the file ends there).
-    fn covers(&self, offset: u64) -> bool {
-        match &self.window {
-            Some((start, bytes, eof)) => {
-                let end = start + bytes.len() as u64;
-                offset >= *start && (offset < end || (*eof && offset == end))
-            }
-            None => false,
-        }
-    }
-
-    fn slice(&self, offset: u64, size: u64) -> Bytes {
-        match &self.window {
-            Some((start, bytes, _)) if offset >= *start => {
-                let from = ((offset - start) as usize).min(bytes.len());
-                let to = from.saturating_add(size as usize).min(bytes.len());
-                bytes.slice(from..to)
-            }
-            _ => Bytes::new(),
-        }
-    }
-
-    fn drop_windows(&mut self) {
-        self.window = None;
-        if let Some((_, handle)) = self.next.take() {
-            handle.abort();
-        }
-    }
-}
-
-impl Drop for ReadAhead {
-    fn drop(&mut self) {
-        self.drop_windows();
+        ra.read(offset, size, fetch).await.map_err(|e| errno_of(&e))
     }
 }
 
@@ -1535,7 +1416,10 @@ impl Shared {
             server_handle,
             writable,
             io,
-            ra: tokio::sync::Mutex::new(ReadAhead::default()),
+            ra: tokio::sync::Mutex::new(ReadAhead::new(
+                self.cfg.readahead_bytes,
+                self.cfg.readahead_depth,
+            )),
         });
         self.files.lock().insert(fh, file);
         Ok(fh)
@@ -1604,19 +1488,5 @@ mod tests {
         assert!(!may_access(&a, &who(12, 1, vec![]), libc::R_OK));
         assert!(may_access(&a, &who(0, 0, vec![]), libc::R_OK | libc::W_OK));
         assert!(!may_access(&a, &who(0, 0, vec![]), libc::X_OK));
-    }
-
-    #[test]
-    fn read_ahead_window_covers_and_slices() {
-        let mut ra = ReadAhead::default();
-        assert!(!ra.covers(0));
-        ra.window = Some((100, Bytes::from_static(b"0123456789"), true));
-        assert!(ra.covers(100) && ra.covers(109) && ra.covers(110));
-        assert!(!ra.covers(99) && !ra.covers(111));
-        assert_eq!(&ra.slice(105, 3)[..], b"567");
-        assert_eq!(&ra.slice(108, 10)[..], b"89");
-        assert!(ra.slice(110, 4).is_empty(), "at EOF");
-        ra.window = Some((100, Bytes::from_static(b"0123456789"), false));
-        assert!(!ra.covers(110), "not EOF: the next window must be fetched");
     }
 }

@@ -14,6 +14,7 @@ pub mod attr;
 mod caller;
 pub mod errno;
 pub mod fs;
+pub mod readahead;
 pub mod wbuf;
 
 use std::io;
