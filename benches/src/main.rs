@@ -1,9 +1,10 @@
 //! `rdfs-bench`: end-to-end throughput of `dfs put` / `dfs cat` against the local disk,
 //! measured in the same run on the same disk (these machines are noisy; absolute figures
-//! drift, ratios are what we compare).
+//! drift, ratios are what we compare). With `--fuse`, file-system figures through a `dfs
+//! mount` and on a local directory instead ([`fuse`]).
 //!
 //! Usage: `cargo build --release --workspace && target/release/rdfs-bench [--size-mib N]
-//! [--dir DIR] [--record-bytes B] [--append-secs S]`. It runs real `dfs master` /
+//! [--dir DIR] [--record-bytes B] [--append-secs S] [--fuse [--files N]]`. It runs real `dfs master` /
 //! `dfs chunkserver` processes (the `dfs` binary next to this one) with 4 chunkservers and
 //! replication 3 on loopback.
 //!
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 mod append;
+mod fuse;
 
 const BLOCK_BYTES: usize = 1 << 20;
 /// Four chunkservers with replication 3, so one can die and be re-replicated away.
@@ -68,6 +70,67 @@ fn spawn(dfs: &Path, args: &[&str], log: &Path) -> anyhow::Result<(Server, Strin
         bail!("{args:?} did not start; see {}", log.display());
     }
     Ok((Server(child, addr.clone()), addr))
+}
+
+/// Starts a master (with `master_args`) and `n` chunkservers under `dir`, on loopback, and
+/// waits until every chunkserver is live. Returns the master, its address, the chunkservers.
+fn start_cluster(
+    dfs: &Path,
+    dir: &Path,
+    n: usize,
+    master_args: &[&str],
+) -> anyhow::Result<(Server, String, Vec<Server>)> {
+    let data = dir.join("m");
+    let mut args = vec![
+        "master",
+        "--data",
+        data.to_str().context("path")?,
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(master_args);
+    let (master, maddr) = spawn(dfs, &args, &dir.join("master.log"))?;
+    let mut servers = Vec::new();
+    for k in 0..n {
+        let d = dir.join(format!("cs{k}"));
+        let (s, _) = spawn(
+            dfs,
+            &[
+                "--master",
+                &maddr,
+                "chunkserver",
+                "--data",
+                d.to_str().context("path")?,
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            &dir.join(format!("cs{k}.log")),
+        )?;
+        servers.push(s);
+    }
+    wait_live(dfs, &maddr, n)?;
+    Ok((master, maddr, servers))
+}
+
+/// Waits until `n` chunkservers are live.
+fn wait_live(dfs: &Path, maddr: &str, n: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = Command::new(dfs)
+            .args(["--master", maddr, "df", "--json"])
+            .output()?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let live = v["chunkservers"]
+            .as_array()
+            .map(|a| a.iter().filter(|c| c["state"] == "live").count());
+        if live == Some(n) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("chunkservers did not register");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 fn drop_caches() -> bool {
@@ -238,6 +301,8 @@ fn main() -> anyhow::Result<()> {
     let mut dir = PathBuf::from("target/bench-tmp");
     let mut record_bytes = 4096usize;
     let mut append_secs = 10u64;
+    let mut fuse_mode = false;
+    let mut files = 10_000usize;
     let mut i = 1;
     while i < args.len() {
         match args[i].as_str() {
@@ -247,8 +312,14 @@ fn main() -> anyhow::Result<()> {
                 record_bytes = args.get(i + 1).context("--record-bytes B")?.parse()?
             }
             "--append-secs" => append_secs = args.get(i + 1).context("--append-secs S")?.parse()?,
+            "--files" => files = args.get(i + 1).context("--files N")?.parse()?,
+            "--fuse" => {
+                fuse_mode = true;
+                i += 1;
+                continue;
+            }
             other => {
-                bail!("unknown argument {other}; usage: rdfs-bench [--size-mib N] [--dir DIR] [--record-bytes B] [--append-secs S]")
+                bail!("unknown argument {other}; usage: rdfs-bench [--size-mib N] [--dir DIR] [--record-bytes B] [--append-secs S] [--fuse [--files N]]")
             }
         }
         i += 2;
@@ -265,6 +336,11 @@ fn main() -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
+    if fuse_mode {
+        let res = fuse::run(&dfs, &dir, size_mib, files);
+        let _ = std::fs::remove_dir_all(&dir);
+        return res;
+    }
     let size = size_mib << 20;
     let src = dir.join("local.bin");
 
@@ -283,37 +359,8 @@ fn main() -> anyhow::Result<()> {
     let local_w = mib_per_s(size, w);
     let local_r = mib_per_s(size, r);
 
-    let (_master, maddr) = spawn(
-        &dfs,
-        &[
-            "master",
-            "--data",
-            dir.join("m").to_str().context("path")?,
-            "--listen",
-            "127.0.0.1:0",
-            "--heartbeat-timeout",
-            "3s",
-        ],
-        &dir.join("master.log"),
-    )?;
-    let mut servers = Vec::new();
-    for k in 0..CHUNKSERVERS {
-        let d = dir.join(format!("cs{k}"));
-        let (s, _) = spawn(
-            &dfs,
-            &[
-                "--master",
-                &maddr,
-                "chunkserver",
-                "--data",
-                d.to_str().context("path")?,
-                "--listen",
-                "127.0.0.1:0",
-            ],
-            &dir.join(format!("cs{k}.log")),
-        )?;
-        servers.push(s);
-    }
+    let (_master, maddr, mut servers) =
+        start_cluster(&dfs, &dir, CHUNKSERVERS, &["--heartbeat-timeout", "3s"])?;
     let run = |args: &[&str], stdout: Stdio| -> anyhow::Result<Duration> {
         let t = Instant::now();
         let st = Command::new(&dfs)
@@ -326,24 +373,6 @@ fn main() -> anyhow::Result<()> {
         }
         Ok(t.elapsed())
     };
-    // Wait until all three chunkservers registered.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = Command::new(&dfs)
-            .args(["--master", &maddr, "df", "--json"])
-            .output()?;
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        let live = v["chunkservers"]
-            .as_array()
-            .map(|a| a.iter().filter(|c| c["state"] == "live").count());
-        if live == Some(CHUNKSERVERS) {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("chunkservers did not register");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
     let put = run(
         &["put", src.to_str().context("path")?, "/bench.bin"],
         Stdio::null(),

@@ -181,6 +181,45 @@ impl Client {
         exclusive: bool,
     ) -> Result<pb::FileAttr> {
         let what = what_entry(parent, name);
+        let resp = self
+            .create_at_call(parent, name, node, mode, exclusive, false)
+            .await?;
+        need_attr(resp.attr, &what)
+    }
+
+    /// [`Client::create_at`] of a regular file that also opens it (as [`Client::open_file`]
+    /// would) in the same round trip; returns its attributes and the open handle.
+    pub async fn create_open_at(
+        &self,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        exclusive: bool,
+    ) -> Result<(pb::FileAttr, u64)> {
+        let what = what_entry(parent, name);
+        let resp = self
+            .create_at_call(parent, name, NewNode::File, mode, exclusive, true)
+            .await?;
+        let attr = need_attr(resp.attr, &what)?;
+        if resp.handle == 0 {
+            // A retry answered from the master's retry cache carries no handle.
+            let handle = self.open_file(attr.inode).await?;
+            return Ok((attr, handle));
+        }
+        self.note_open(resp.handle, attr.inode, resp.session_ttl_ms);
+        Ok((attr, resp.handle))
+    }
+
+    async fn create_at_call(
+        &self,
+        parent: u64,
+        name: &str,
+        node: NewNode,
+        mode: u32,
+        exclusive: bool,
+        open: bool,
+    ) -> Result<pb::CreateAtResponse> {
+        let what = what_entry(parent, name);
         let (file_type, symlink_target) = match node {
             NewNode::File => (pb::FileType::File, String::new()),
             NewNode::Dir => (pb::FileType::Dir, String::new()),
@@ -197,16 +236,19 @@ impl Client {
             caller: self.caller(),
             request_id: self.request_id(),
             replication: 0,
+            open_session: if open {
+                self.inner.client_id.clone()
+            } else {
+                Vec::new()
+            },
         };
-        let resp = self
-            .inner
+        self.inner
             .masters
             .call("create", &what, self.deadline(), |mut m| {
                 let req = req.clone();
                 async move { m.create_at(req).await }
             })
-            .await?;
-        need_attr(resp.attr, &what)
+            .await
     }
 
     /// Removes entry `name` of `parent`: `rmdir` when `is_dir`, `unlink` otherwise.
@@ -461,14 +503,20 @@ impl Client {
                 async move { m.open_file(req).await }
             })
             .await?;
-        self.inner.handles.lock().insert(resp.handle, inode);
-        if resp.session_ttl_ms != 0 {
+        self.note_open(resp.handle, inode, resp.session_ttl_ms);
+        Ok(resp.handle)
+    }
+
+    /// Remembers an open handle (re-sent with every session renewal) and keeps the session
+    /// renewed.
+    fn note_open(&self, handle: u64, inode: u64, session_ttl_ms: u64) {
+        self.inner.handles.lock().insert(handle, inode);
+        if session_ttl_ms != 0 {
             self.inner
                 .session_ttl_ms
-                .store(resp.session_ttl_ms, Ordering::Relaxed);
+                .store(session_ttl_ms, Ordering::Relaxed);
         }
         self.start_session_renewal();
-        Ok(resp.handle)
     }
 
     /// Releases a handle from [`Client::open_file`].

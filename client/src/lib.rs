@@ -110,6 +110,10 @@ struct Inner {
     /// inode → (caller uid, gid) → locations. Per caller because fetching them is where the
     /// master checks read permission; clones from `with_caller` share the map.
     locations: Mutex<HashMap<u64, PerCaller>>,
+    /// Bumped by every [`Client::invalidate`]. A location fetch that was in flight across
+    /// an invalidation (a truncate, a write) may carry the old size: its answer is used for
+    /// the read that asked, but not cached, or a later read would be clipped to that size.
+    invalidations: AtomicU64,
     /// Chunkservers that recently failed to answer a read, and since when.
     suspects: Mutex<HashMap<String, Instant>>,
     timeout: Duration,
@@ -157,6 +161,7 @@ impl Client {
                 masters,
                 pool: ConnPool::default(),
                 locations: Mutex::new(HashMap::new()),
+                invalidations: AtomicU64::new(0),
                 suspects: Mutex::new(HashMap::new()),
                 timeout: cfg.timeout,
                 client_id,
@@ -456,6 +461,7 @@ impl Client {
             caller: self.caller(),
         };
         let what = format!("inode {inode}");
+        let before = self.inner.invalidations.load(Ordering::Acquire);
         let resp = self
             .inner
             .masters
@@ -466,6 +472,9 @@ impl Client {
             .await?;
         let chunks = Arc::new(resp);
         let mut cache = self.inner.locations.lock();
+        if self.inner.invalidations.load(Ordering::Acquire) != before {
+            return Ok(chunks);
+        }
         if cache.len() >= LOCATION_CACHE_ENTRIES {
             cache.retain(|_, m| {
                 m.retain(|_, c| c.fetched.elapsed() < LOCATION_CACHE_TTL);
@@ -491,7 +500,10 @@ impl Client {
 
     /// Forgets cached locations of `inode` (after a write or a failed read).
     pub fn invalidate(&self, inode: u64) {
-        self.inner.locations.lock().remove(&inode);
+        let mut cache = self.inner.locations.lock();
+        // Bumped under the cache lock, so a fetch's check-then-insert cannot straddle it.
+        self.inner.invalidations.fetch_add(1, Ordering::AcqRel);
+        cache.remove(&inode);
     }
 }
 

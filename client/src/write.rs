@@ -131,13 +131,18 @@ impl Client {
             request_id: self.request_id(),
         };
         let what = format!("inode {inode}");
-        self.inner
+        let resp = self
+            .inner
             .masters
             .call("commit write", &what, deadline, |mut m| {
                 let req = req.clone();
                 async move { m.commit_write(req).await }
             })
-            .await
+            .await;
+        // Locations fetched since the data went out carry the size from before this commit;
+        // a read clipped to it would come back short (and FUSE takes a short read as EOF).
+        self.invalidate(inode);
+        resp
     }
 
     /// One piece inside chunk `index`: grant, push, retry with a new grant on failure.

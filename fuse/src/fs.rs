@@ -894,7 +894,19 @@ impl Filesystem for RdfsFs {
         let sh = self.sh.clone();
         self.spawn(async move {
             match sh.read(&file, offset, size).await {
-                Ok(data) => reply.data(&data),
+                Ok(data) => {
+                    if data.len() < size as usize {
+                        // The kernel takes a short read as the end of the file.
+                        tracing::debug!(
+                            inode = file.ino,
+                            offset,
+                            size,
+                            got = data.len(),
+                            "short read"
+                        );
+                    }
+                    reply.data(&data)
+                }
                 Err(e) => reply.error(errno(e)),
             }
         });
@@ -1298,11 +1310,12 @@ impl Filesystem for RdfsFs {
         let mode = mode & !umask & 0o7777;
         let sh = self.sh.clone();
         self.spawn(async move {
+            // Created and opened in one round trip.
             let made = client
-                .create_at(parent.0, &name, NewNode::File, mode, exclusive)
+                .create_open_at(parent.0, &name, mode, exclusive)
                 .await;
-            let mut a = match made {
-                Ok(a) => a,
+            let (mut a, server_handle) = match made {
+                Ok(made) => made,
                 Err(e) => return reply.error(fuse_errno(&e)),
             };
             if truncate && a.size > 0 {
@@ -1316,10 +1329,7 @@ impl Filesystem for RdfsFs {
                     Err(e) => return reply.error(fuse_errno(&e)),
                 }
             }
-            let fh = match sh.register_handle(&client, a.inode, writable).await {
-                Ok(fh) => fh,
-                Err(e) => return reply.error(errno(e)),
-            };
+            let fh = sh.add_handle(a.inode, server_handle, writable);
             reply.created(
                 &sh.cfg.attr_ttl,
                 &sh.attr(&a),
@@ -1409,6 +1419,11 @@ impl Shared {
     /// Registers an open handle with the master and in the handle table.
     async fn register_handle(&self, client: &Client, ino: u64, writable: bool) -> Res<u64> {
         let server_handle = client.open_file(ino).await.map_err(|e| errno_of(&e))?;
+        Ok(self.add_handle(ino, server_handle, writable))
+    }
+
+    /// Adds a handle the master registered (`server_handle`) to the handle table.
+    fn add_handle(&self, ino: u64, server_handle: u64, writable: bool) -> u64 {
         let io = self.acquire_io(ino);
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         let file = Arc::new(OpenFile {
@@ -1422,7 +1437,7 @@ impl Shared {
             )),
         });
         self.files.lock().insert(fh, file);
-        Ok(fh)
+        fh
     }
 }
 

@@ -39,6 +39,16 @@ fn at_entry(parent: u64, name: &str) -> impl Fn(NsError) -> Status + '_ {
     move |e| ns_status(&format!("inode {parent}/{name}"), e)
 }
 
+/// The handle id a create-and-open with this request id asks for: the same on a retry, and
+/// as unpredictable as the client's random id otherwise.
+fn handle_for_request(id: &RequestId) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    id.client_id.hash(&mut h);
+    id.call_id.hash(&mut h);
+    h.finish()
+}
+
 fn check_session(session: &[u8]) -> Result<(), Status> {
     if session.is_empty() || session.len() > MAX_SESSION_ID_BYTES {
         return Err(ErrorCode::InvalidArgument.status(format!(
@@ -130,40 +140,54 @@ impl Master {
             r.replication
         };
         let t = now_ns();
-        self.mutate_req(
-            &r.request_id,
-            |st| {
-                let plan = st
-                    .ns
-                    .plan_create_at(
-                        &cred,
-                        InodeId(r.parent),
-                        &r.name,
-                        kind,
-                        r.mode,
-                        r.exclusive,
-                        replication,
-                        t,
-                    )
-                    .map_err(at_entry(r.parent, &r.name))?;
-                Ok(match plan {
-                    CreatePlan::Existing(id) => (vec![], id),
-                    CreatePlan::New(op) => {
-                        let id = match &op {
-                            Op::CreateNode { inode, .. } => *inode,
-                            _ => st.ns.next_inode(),
-                        };
-                        (vec![op], id)
-                    }
-                })
-            },
-            |st, id| {
-                Ok(CreateAtResponse {
-                    attr: Some(st.attr_answer(id)?),
-                })
-            },
-        )
-        .await
+        let mut resp = self
+            .mutate_req(
+                &r.request_id,
+                |st| {
+                    let plan = st
+                        .ns
+                        .plan_create_at(
+                            &cred,
+                            InodeId(r.parent),
+                            &r.name,
+                            kind,
+                            r.mode,
+                            r.exclusive,
+                            replication,
+                            t,
+                        )
+                        .map_err(at_entry(r.parent, &r.name))?;
+                    Ok(match plan {
+                        CreatePlan::Existing(id) => (vec![], id),
+                        CreatePlan::New(op) => {
+                            let id = match &op {
+                                Op::CreateNode { inode, .. } => *inode,
+                                _ => st.ns.next_inode(),
+                            };
+                            (vec![op], id)
+                        }
+                    })
+                },
+                |st, id| {
+                    Ok(CreateAtResponse {
+                        attr: Some(st.attr_answer(id)?),
+                        handle: 0,
+                        session_ttl_ms: 0,
+                    })
+                },
+            )
+            .await?;
+        let is_file = r.file_type == FileType::File as i32;
+        if let (false, true, Some(attr)) = (r.open_session.is_empty(), is_file, &resp.attr) {
+            // The handle is not part of the logged answer (handles are soft state): a retried
+            // create registers the same handle again (idempotent), not a second one that
+            // would hold the inode until the session ends.
+            let preferred = r.request_id.as_ref().map(handle_for_request);
+            let (handle, ttl) = self.open_handle(&r.open_session, InodeId(attr.inode), preferred)?;
+            resp.handle = handle;
+            resp.session_ttl_ms = ttl;
+        }
+        Ok(resp)
     }
 
     pub async fn unlink_at(&self, r: UnlinkAtRequest) -> Result<UnlinkAtResponse, Status> {
@@ -345,19 +369,34 @@ impl Master {
     }
 
     pub async fn open_file(&self, r: OpenFileRequest) -> Result<OpenFileResponse, Status> {
-        check_session(&r.session)?;
-        let inode = InodeId(r.inode);
+        let (handle, session_ttl_ms) = self.open_handle(&r.session, InodeId(r.inode), None)?;
+        Ok(OpenFileResponse {
+            handle,
+            session_ttl_ms,
+        })
+    }
+
+    /// Registers an open handle on `inode` for `session`, as `preferred` when that id is
+    /// free (or already this same registration); returns (handle, session TTL in ms).
+    fn open_handle(
+        &self,
+        session: &[u8],
+        inode: InodeId,
+        preferred: Option<u64>,
+    ) -> Result<(u64, u64), Status> {
+        check_session(session)?;
         let ttl = self.config.session_ttl;
         let mut st = self.state.lock();
-        st.ns.get(inode).map_err(at_inode(r.inode))?;
+        st.ns.get(inode).map_err(at_inode(inode.0))?;
+        let mut preferred = preferred.filter(|h| *h != 0);
         // Random ids: a master restarted without the table cannot hand out an id a client
         // still holds (and will re-register).
         let handle = loop {
-            let h: u64 = rand::random();
+            let h: u64 = preferred.take().unwrap_or_else(rand::random);
             if h == 0 {
                 continue;
             }
-            match st.handles.open(h, &r.session, inode, Instant::now(), ttl) {
+            match st.handles.open(h, session, inode, Instant::now(), ttl) {
                 Ok(()) => break h,
                 Err(HandleError::Conflict) => continue,
                 Err(HandleError::TooMany) => {
@@ -365,10 +404,7 @@ impl Master {
                 }
             }
         };
-        Ok(OpenFileResponse {
-            handle,
-            session_ttl_ms: ttl.as_millis() as u64,
-        })
+        Ok((handle, ttl.as_millis() as u64))
     }
 
     pub async fn close_file(&self, r: CloseFileRequest) -> Result<CloseFileResponse, Status> {

@@ -143,3 +143,81 @@ async fn a_retried_unlink_gets_the_first_answer_and_orphans_survive_a_restart() 
     assert_eq!((fs.files, fs.chunk_size), (1, TEST_CHUNK_SIZE));
     m.stop().await;
 }
+
+#[tokio::test]
+async fn create_and_open_in_one_call_holds_the_inode_and_a_retry_reuses_the_handle() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = TestMaster::start(config(tmp.path())).await;
+    let mut c = m.client().await;
+    let req = CreateAtRequest {
+        parent: 1,
+        name: "held".into(),
+        file_type: FileType::File as i32,
+        mode: 0o644,
+        exclusive: true,
+        request_id: rid(1),
+        open_session: vec![5; 16],
+        ..Default::default()
+    };
+    let first = c.create_at(req.clone()).await.unwrap().into_inner();
+    let inode = first.attr.unwrap().inode;
+    assert_ne!(first.handle, 0);
+    assert_eq!(first.session_ttl_ms, 15_000);
+    // The same request again (a retry): the same inode and the same handle, not a second one.
+    let again = c.create_at(req).await.unwrap().into_inner();
+    assert_eq!(
+        (again.attr.unwrap().inode, again.handle),
+        (inode, first.handle)
+    );
+    // A directory is never opened; no session means no handle.
+    let dir = c
+        .create_at(CreateAtRequest {
+            parent: 1,
+            name: "d".into(),
+            file_type: FileType::Dir as i32,
+            mode: 0o755,
+            exclusive: true,
+            request_id: rid(2),
+            open_session: vec![5; 16],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(dir.handle, 0);
+    // The handle keeps the unlinked inode until it is closed, then the inode goes.
+    c.unlink_at(UnlinkAtRequest {
+        parent: 1,
+        name: "held".into(),
+        request_id: rid(3),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let attr = c
+        .get_attr(GetAttrRequest {
+            inode,
+            caller: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .attr
+        .unwrap();
+    assert_eq!(attr.nlink, 0);
+    c.close_file(CloseFileRequest {
+        handle: first.handle,
+        session: vec![5; 16],
+        request_id: rid(4),
+    })
+    .await
+    .unwrap();
+    let gone = c
+        .get_attr(GetAttrRequest {
+            inode,
+            caller: None,
+        })
+        .await;
+    assert_eq!(code(gone), ErrorCode::NotFound);
+    m.stop().await;
+}

@@ -4,7 +4,8 @@
 //! read. A failure prints the seed, the operation number and the last operations.
 //!
 //! CI runs a fixed seed for [`CI_OPS`] operations. The long run is ignored:
-//! `RDFS_FSX_OPS=100000 [RDFS_FSX_SEED=n] cargo test -p rdfs-ops --test fuse -- --ignored fsx_long`.
+//! `RDFS_FSX_OPS=100000 [RDFS_FSX_SEED=n] cargo test -p rdfs-ops --test fuse -- --ignored fsx_long`
+//! (`RDFS_FSX_DIR=DIR` runs it in an existing directory instead, e.g. a mount started by hand).
 //! `fsx_model_agrees_with_a_local_file` runs the same exerciser on local disk, so a model
 //! bug cannot pass for a file-system bug.
 
@@ -297,21 +298,40 @@ impl Fsx {
         let len = self.len().min(self.model.size - offset);
         let map_at = offset / PAGE * PAGE;
         let map_len = (offset + len - map_at) as usize;
+        // Touching a mapped page past the file's end is SIGBUS, which would end the run
+        // without a report: check the size the kernel has first.
+        let size = self.file.metadata().map(|m| m.len()).unwrap_or(0);
+        if size != self.model.size {
+            self.fail(&format!(
+                "size {size} before mmap, want {}",
+                self.model.size
+            ));
+        }
         Some((map_at, map_len, (offset - map_at) as usize, len as usize))
     }
 
-    fn map_read(&mut self) -> &'static str {
-        let Some((map_at, map_len, within, len)) = self.map_range() else {
-            return "mapread (empty)";
+    /// Maps `map_len` bytes of the file at `map_at` (shared, writable when asked), runs `f`
+    /// on them, then (writable) msyncs and unmaps. The range lies inside the file's size,
+    /// which nothing changes meanwhile.
+    fn with_map<T>(
+        &self,
+        map_at: u64,
+        map_len: usize,
+        writable: bool,
+        f: impl FnOnce(&mut [u8]) -> T,
+    ) -> T {
+        let prot = if writable {
+            libc::PROT_READ | libc::PROT_WRITE
+        } else {
+            libc::PROT_READ
         };
-        self.note(format!("mapread {len} at {}", map_at + within as u64));
-        // SAFETY: a shared read-only mapping of `map_len` bytes inside the file's current
-        // size (nothing truncates it meanwhile), unmapped before returning.
-        let got = unsafe {
+        // SAFETY: a fresh shared mapping of `map_len` bytes inside the file's size (checked
+        // by `map_range`), used only through the slice below and unmapped before returning.
+        unsafe {
             let p = libc::mmap(
                 std::ptr::null_mut(),
                 map_len,
-                libc::PROT_READ,
+                prot,
                 libc::MAP_SHARED,
                 self.file.as_raw_fd(),
                 map_at as libc::off_t,
@@ -319,12 +339,24 @@ impl Fsx {
             if p == libc::MAP_FAILED {
                 self.fail(&format!("mmap: {}", std::io::Error::last_os_error()));
             }
-            let bytes = std::slice::from_raw_parts(p.cast::<u8>(), map_len);
-            let got = bytes[within..within + len].to_vec();
+            let out = f(std::slice::from_raw_parts_mut(p.cast::<u8>(), map_len));
+            if writable && libc::msync(p, map_len, libc::MS_SYNC) != 0 {
+                self.fail(&format!("msync: {}", std::io::Error::last_os_error()));
+            }
             libc::munmap(p, map_len);
-            got
+            out
+        }
+    }
+
+    fn map_read(&mut self) -> &'static str {
+        let Some((map_at, map_len, within, len)) = self.map_range() else {
+            return "mapread (empty)";
         };
         let offset = map_at + within as u64;
+        self.note(format!("mapread {len} at {offset}"));
+        let got = self.with_map(map_at, map_len, false, |bytes| {
+            bytes[within..within + len].to_vec()
+        });
         let want = self.model.read(offset, len as u64);
         self.check("mapread", offset, &got, &want);
         "mapread"
@@ -337,27 +369,9 @@ impl Fsx {
         let offset = map_at + within as u64;
         let data = self.rng.bytes(len);
         self.note(format!("mapwrite {len} at {offset}"));
-        // SAFETY: a shared writable mapping inside the file's current size, written only in
-        // range, synced and unmapped before returning.
-        unsafe {
-            let p = libc::mmap(
-                std::ptr::null_mut(),
-                map_len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                self.file.as_raw_fd(),
-                map_at as libc::off_t,
-            );
-            if p == libc::MAP_FAILED {
-                self.fail(&format!("mmap: {}", std::io::Error::last_os_error()));
-            }
-            let bytes = std::slice::from_raw_parts_mut(p.cast::<u8>(), map_len);
-            bytes[within..within + len].copy_from_slice(&data);
-            if libc::msync(p, map_len, libc::MS_SYNC) != 0 {
-                self.fail(&format!("msync: {}", std::io::Error::last_os_error()));
-            }
-            libc::munmap(p, map_len);
-        }
+        self.with_map(map_at, map_len, true, |bytes| {
+            bytes[within..within + len].copy_from_slice(&data)
+        });
         self.model.write(offset, &data);
         let cs = self.chunk_size;
         self.touched
@@ -461,7 +475,11 @@ fn fsx_long() {
             .as_nanos() as u64
     });
     eprintln!("fsx_long: {ops} operations, seed {seed:#x}");
-    run_on_mount(ops, seed);
+    match std::env::var_os("RDFS_FSX_DIR") {
+        // Any directory: a mount started by hand (its logs kept), or another file system.
+        Some(dir) => Fsx::new(&Path::new(&dir).join("fsx.bin"), seed, CHUNK_SIZE).run(ops),
+        None => run_on_mount(ops, seed),
+    }
 }
 
 #[test]
