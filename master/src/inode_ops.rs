@@ -183,7 +183,8 @@ impl Master {
             // create registers the same handle again (idempotent), not a second one that
             // would hold the inode until the session ends.
             let preferred = r.request_id.as_ref().map(handle_for_request);
-            let (handle, ttl) = self.open_handle(&r.open_session, InodeId(attr.inode), preferred)?;
+            let (handle, ttl) =
+                self.open_handle(&r.open_session, InodeId(attr.inode), preferred)?;
             resp.handle = handle;
             resp.session_ttl_ms = ttl;
         }
