@@ -140,55 +140,64 @@ impl Master {
             r.replication
         };
         let t = now_ns();
-        let mut resp = self
-            .mutate_req(
-                &r.request_id,
-                |st| {
-                    let plan = st
-                        .ns
-                        .plan_create_at(
-                            &cred,
-                            InodeId(r.parent),
-                            &r.name,
-                            kind,
-                            r.mode,
-                            r.exclusive,
-                            replication,
-                            t,
-                        )
-                        .map_err(at_entry(r.parent, &r.name))?;
-                    Ok(match plan {
-                        CreatePlan::Existing(id) => (vec![], id),
-                        CreatePlan::New(op) => {
-                            let id = match &op {
-                                Op::CreateNode { inode, .. } => *inode,
-                                _ => st.ns.next_inode(),
-                            };
-                            (vec![op], id)
-                        }
-                    })
-                },
-                |st, id| {
-                    Ok(CreateAtResponse {
-                        attr: Some(st.attr_answer(id)?),
-                        handle: 0,
-                        session_ttl_ms: 0,
-                    })
-                },
-            )
-            .await?;
-        let is_file = r.file_type == FileType::File as i32;
-        if let (false, true, Some(attr)) = (r.open_session.is_empty(), is_file, &resp.attr) {
-            // The handle is not part of the logged answer (handles are soft state): a retried
-            // create registers the same handle again (idempotent), not a second one that
-            // would hold the inode until the session ends.
-            let preferred = r.request_id.as_ref().map(handle_for_request);
-            let (handle, ttl) =
-                self.open_handle(&r.open_session, InodeId(attr.inode), preferred)?;
-            resp.handle = handle;
-            resp.session_ttl_ms = ttl;
-        }
-        Ok(resp)
+        self.mutate_req(
+            &r.request_id,
+            |st| {
+                let plan = st
+                    .ns
+                    .plan_create_at(
+                        &cred,
+                        InodeId(r.parent),
+                        &r.name,
+                        kind,
+                        r.mode,
+                        r.exclusive,
+                        replication,
+                        t,
+                    )
+                    .map_err(at_entry(r.parent, &r.name))?;
+                Ok(match plan {
+                    CreatePlan::Existing(id) => (vec![], id),
+                    CreatePlan::New(op) => {
+                        let id = match &op {
+                            Op::CreateNode { inode, .. } => *inode,
+                            _ => st.ns.next_inode(),
+                        };
+                        (vec![op], id)
+                    }
+                })
+            },
+            |st, id| {
+                Ok(CreateAtResponse {
+                    attr: Some(st.attr_answer(id)?),
+                    handle: 0,
+                    session_ttl_ms: 0,
+                })
+            },
+        )
+        .await
+    }
+
+    /// Registers the open handle a create-and-open asked for. Runs after the logged create
+    /// and also when a retry was answered from the retry cache: handles are soft state, not
+    /// part of the logged answer, and a retry registers the same handle again (idempotent)
+    /// instead of a second one that would hold the inode until the session ends.
+    pub fn open_created(
+        &self,
+        session: &[u8],
+        file_type: i32,
+        request_id: Option<&RequestId>,
+        resp: &mut CreateAtResponse,
+    ) -> Result<(), Status> {
+        let inode = match &resp.attr {
+            Some(attr) if !session.is_empty() && file_type == FileType::File as i32 => attr.inode,
+            _ => return Ok(()),
+        };
+        let preferred = request_id.map(handle_for_request);
+        let (handle, ttl) = self.open_handle(session, InodeId(inode), preferred)?;
+        resp.handle = handle;
+        resp.session_ttl_ms = ttl;
+        Ok(())
     }
 
     pub async fn unlink_at(&self, r: UnlinkAtRequest) -> Result<UnlinkAtResponse, Status> {

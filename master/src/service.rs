@@ -795,10 +795,13 @@ impl MasterRpc for MasterService {
         &self,
         r: Request<CreateAtRequest>,
     ) -> Result<Response<CreateAtResponse>, Status> {
-        let r = r.into_inner();
+        let mut r = r.into_inner();
         let id = r.request_id.clone();
+        let (session, file_type) = (std::mem::take(&mut r.open_session), r.file_type);
         let m = self.primary()?;
-        m.once(id, m.create_at(r)).await
+        let mut resp = m.once(id.clone(), m.create_at(r)).await?.into_inner();
+        m.open_created(&session, file_type, id.as_ref(), &mut resp)?;
+        Ok(Response::new(resp))
     }
     async fn unlink_at(
         &self,
