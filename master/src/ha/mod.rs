@@ -49,6 +49,12 @@ const VALID_NUM: u32 = 3;
 const VALID_DEN: u32 = 4;
 /// Renewals per lease length.
 const RENEWALS_PER_LEASE: u32 = 5;
+/// How far behind the durable seq a catching-up standby may be when acknowledgements start
+/// waiting for it. Under a steady stream of mutations an exact `acked == durable` at the
+/// moment of a renewal round may never happen (the standby chases a moving target); once
+/// acknowledgements wait for it, the target stops running away and it closes the gap, or
+/// the ack timeout drops it again.
+const CATCH_UP_SLACK_RECORDS: u64 = 1024;
 
 /// Every duration of the failover protocol, derived from one knob (`--failover-timeout`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -481,7 +487,7 @@ impl Ha {
                 }
             }
             Sync::CatchingUp => {
-                if acked.is_some_and(|a| a >= durable) {
+                if acked.is_some_and(|a| a.saturating_add(CATCH_UP_SLACK_RECORDS) >= durable) {
                     inner.sync = Sync::Syncing { from: durable };
                     tracing::info!(
                         durable,

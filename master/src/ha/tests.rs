@@ -134,6 +134,35 @@ fn a_caught_up_standby_becomes_required_and_then_marked() {
 }
 
 #[test]
+fn a_standby_chasing_a_moving_log_becomes_required_within_the_slack() {
+    let ha = ha();
+    one_round(&ha, 3, 5);
+    one_round(&ha, 3, 5);
+    let conn = ha.attach("standby-id", "127.0.0.1:9001", 2).unwrap();
+    let durable = 5000;
+    ha.on_ack(conn, durable - CATCH_UP_SLACK_RECORDS - 1);
+    assert!(one_round(&ha, 3, durable).is_none_or(|m| m.in_sync.is_empty()));
+    assert_eq!(
+        ha.sync(),
+        Sync::CatchingUp,
+        "too far behind: not waited for"
+    );
+    assert!(acks(&ha, durable));
+    ha.on_ack(conn, durable - 10);
+    one_round(&ha, 3, durable);
+    assert_eq!(ha.sync(), Sync::Syncing { from: durable });
+    assert!(
+        !acks(&ha, durable),
+        "within the slack: acknowledgements wait for the standby"
+    );
+    ha.on_ack(conn, durable);
+    assert!(acks(&ha, durable));
+    let mark = one_round(&ha, 3, durable).expect("the in-sync mark");
+    assert_eq!(mark.in_sync, "standby-id");
+    assert_eq!(ha.sync(), Sync::InSync);
+}
+
+#[test]
 fn a_standby_that_stops_acking_is_dropped_only_after_the_mark_holds() {
     let ha = ha();
     one_round(&ha, 3, 5);
