@@ -26,6 +26,9 @@ use crate::{checkpoint_task, oplog, recovery, retry_cache};
 
 /// Longest wait for the op-log writer thread to finish.
 const WRITER_JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The scan pauses at least this many times its own length, so it holds the state lock at
+/// most 1/(1+this) of the time however large the chunk map grows.
+const SCAN_PAUSE_PER_SCAN_TIME: u32 = 4;
 /// How often expired client sessions are dropped and orphans nobody holds are removed.
 const SESSION_REAP_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -271,19 +274,35 @@ pub fn spawn_checkpoints(running: &mut Running) {
 fn spawn_primary_tasks(master: &Arc<Master>, stop: &CancellationToken) -> Vec<JoinHandle<()>> {
     let (m, s) = (master.clone(), stop.clone());
     let scan = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(m.config.replication_scan_interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut pause = m.config.replication_scan_interval;
         loop {
             tokio::select! {
                 _ = s.cancelled() => break,
-                _ = tick.tick() => {}
+                _ = tokio::time::sleep(pause) => {}
             }
-            let timeout = m.config.heartbeat_timeout;
-            let started = Instant::now();
-            let mut st = m.state.lock();
-            st.scan(started, timeout);
-            // The scan holds the state lock: its length is how long metadata calls may stall.
-            st.last_scan_duration = started.elapsed();
+            // On a blocking thread: a long pass must not also take a runtime worker away
+            // from tasks that do not need the state lock (lease renewals, the standby stream).
+            let scanned = m.clone();
+            let Ok(took) = tokio::task::spawn_blocking(move || {
+                let timeout = scanned.config.heartbeat_timeout;
+                let started = Instant::now();
+                let mut st = scanned.state.lock();
+                st.scan(started, timeout);
+                // The scan holds the state lock: its length is how long metadata calls may stall.
+                let took = started.elapsed();
+                st.last_scan_duration = took;
+                took
+            })
+            .await
+            else {
+                break;
+            };
+            // With millions of chunks one pass takes seconds; back to back, the lock (and a
+            // runtime worker) would never be free for renewals, heartbeats and clients.
+            pause = m
+                .config
+                .replication_scan_interval
+                .max(took * SCAN_PAUSE_PER_SCAN_TIME);
         }
     });
     let ckpt = tokio::spawn(checkpoint_task::run_periodic(master.clone(), stop.clone()));
