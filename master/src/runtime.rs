@@ -26,6 +26,8 @@ use crate::{checkpoint_task, oplog, recovery, retry_cache};
 
 /// Longest wait for the op-log writer thread to finish.
 const WRITER_JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a background task may take to notice a stop before it is aborted.
+const TASK_STOP_GRACE: Duration = Duration::from_secs(2);
 /// The scan pauses at least this many times its own length, so it holds the state lock at
 /// most 1/(1+this) of the time however large the chunk map grows.
 const SCAN_PAUSE_PER_SCAN_TIME: u32 = 4;
@@ -88,8 +90,14 @@ impl Running {
     /// Stops the background tasks of the current role.
     pub async fn stop_tasks(&mut self) {
         self.tasks.cancel();
-        for t in self.handles.drain(..) {
-            let _ = t.await;
+        for mut t in self.handles.drain(..) {
+            // A task in the middle of a mutation may wait for the commit gate (up to its
+            // timeout) when the witnesses are already gone; its record is in the log either
+            // way, so only the wait for the answer is cut short.
+            if tokio::time::timeout(TASK_STOP_GRACE, &mut t).await.is_err() {
+                t.abort();
+                let _ = t.await;
+            }
         }
         self.tasks = CancellationToken::new();
     }
