@@ -131,6 +131,14 @@ impl Client {
             piece.task.abort();
         }
         result.map_err(|e| with_path(e, path))?;
+        // The end of input can be seen only after the last piece finished (a read exactly
+        // up to EOF does not know it is the last one, and the next read waits while a piece of
+        // the same chunk is in flight): the final size is committed here, never skipped.
+        if committed < read_pos {
+            self.commit_write(inode, read_pos, self.deadline())
+                .await
+                .map_err(|e| with_path(e, path))?;
+        }
         Ok(read_pos)
     }
 

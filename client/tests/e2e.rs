@@ -31,12 +31,16 @@ struct Mini {
 }
 
 async fn start(n: usize) -> Mini {
+    start_with_chunk(n, CHUNK).await
+}
+
+async fn start_with_chunk(n: usize, chunk: u64) -> Mini {
     let dir = tempfile::tempdir().unwrap();
     let token = CancellationToken::new();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let master = listener.local_addr().unwrap().to_string();
     let mut cfg = rdfs_master::MasterConfig::new(dir.path().join("master"));
-    cfg.chunk_size_bytes = CHUNK;
+    cfg.chunk_size_bytes = chunk;
     cfg.heartbeat_interval = Duration::from_millis(100);
     cfg.heartbeat_timeout = Duration::from_secs(2);
     cfg.lease_duration = Duration::from_secs(5);
@@ -175,6 +179,28 @@ async fn write_read_put_get_and_a_dead_replica() {
         "{:?}",
         after.chunks[0]
     );
+    mini.token.cancel();
+}
+
+/// A put whose input ends exactly at a piece boundary inside a chunk: EOF is seen only
+/// after the last piece was written (a fresh clone found 16, 32, 48 and 80 MiB files stored
+/// as 0 bytes and 400 MiB as 256 MiB with 64 MiB chunks, `dfs put` exiting 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn put_ending_on_a_piece_boundary_inside_a_chunk_commits_every_byte() {
+    use sha2::{Digest, Sha256};
+    let piece = rdfs_client::PUT_PIECE_BYTES;
+    let mini = start_with_chunk(3, 4 * piece).await;
+    let c = mini.client().await;
+    for (name, len) in [("one", piece), ("two", 2 * piece), ("five", 5 * piece)] {
+        let data = bytes(len as usize, len);
+        let path = format!("/{name}");
+        let n = c.put_stream(&data[..], &path, false, |_| {}).await.unwrap();
+        assert_eq!(n, len);
+        assert_eq!(c.stat(&path).await.unwrap().size, len, "{path}");
+        let mut out = Vec::new();
+        assert_eq!(c.get_stream(&path, &mut out, |_| {}).await.unwrap(), len);
+        assert_eq!(Sha256::digest(&out), Sha256::digest(&data), "{path}");
+    }
     mini.token.cancel();
 }
 
