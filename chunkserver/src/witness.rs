@@ -122,7 +122,14 @@ pub fn decide(
                         left.as_millis()
                     ));
                 }
-                if w.mark.epoch != st.highest_epoch || w.mark.in_sync != *candidate_id {
+                // The holder of the newest epoch may take a next one without a mark: only it
+                // acknowledged in that epoch, always from its own durable log, and it had
+                // every earlier acknowledged record when it got the epoch. (A primary that
+                // stopped while its standby was out of sync can come back this way.)
+                let last_holder = w.holder_id == *candidate_id;
+                if !last_holder
+                    && (w.mark.epoch != st.highest_epoch || w.mark.in_sync != *candidate_id)
+                {
                     return refuse(format!(
                         "the primary of epoch {} did not vouch for {candidate_addr} (mark: epoch {}, in sync {:?}, out of sync at {})",
                         st.highest_epoch, w.mark.epoch, w.mark.in_sync, w.mark.out_of_sync_at
@@ -289,6 +296,13 @@ mod tests {
         let r = decide(&mut st, &mut until, late, &promote(4, "c"));
         assert!(!r.granted);
         assert_eq!(st.witness.promised, Epoch(0));
+        // The primary of epoch 3 itself (restarted while its standby was out of sync) may
+        // take epoch 4: it acknowledged everything of epoch 3 from its own log.
+        assert!(decide(&mut st, &mut until, late, &promote(4, "a")).granted);
+        assert_eq!(st.witness.promised, Epoch(4));
+        // Now "a" is the holder of epoch 4; "b" is still not vouched for.
+        let later = late + Duration::from_secs(2);
+        assert!(!decide(&mut st, &mut until, later, &promote(5, "b")).granted);
     }
 
     #[test]

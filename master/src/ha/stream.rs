@@ -68,8 +68,18 @@ impl Master {
             let st = self.state.lock();
             (st.ns.ha().history(), st.last_seq)
         };
-        let shared = shared_seq(&ours, last, &theirs, hello.last_seq);
         let epoch = self.ha.epoch().0;
+        // A standby that has seen a newer epoch than ours holds records of a primary that
+        // came after us, acknowledged ones among them: this master is the stale one (it will
+        // learn so from the witnesses) and must never tell it to cut them back.
+        if let Some(newer) = theirs.iter().map(|(e, _)| e.0).filter(|e| *e > epoch).max() {
+            tracing::warn!(standby = %hello.standby_addr, their_epoch = newer, epoch, "a standby has a newer epoch than this master: refusing to lead it");
+            return Err(ErrorCode::Unavailable.status(format!(
+                "standby {} has epoch {newer}, newer than this master's epoch {epoch}: this master is stale",
+                hello.standby_addr
+            )));
+        }
+        let shared = shared_seq(&ours, last, &theirs, hello.last_seq);
         if shared < hello.last_seq {
             tracing::warn!(standby = %hello.standby_addr, their_last = hello.last_seq, shared, "standby holds records this log does not: it must cut back");
             return Ok(one(FollowResponse {

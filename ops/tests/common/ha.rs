@@ -157,6 +157,19 @@ impl HaCluster {
         self.spawn_master(i, &addr, None);
     }
 
+    /// Starts master `i` again on its address as a standby of master `j` (what `dfs cluster
+    /// up` does with its two data directories whichever of them was primary last).
+    pub fn restart_as_standby_of(&mut self, i: usize, j: usize) {
+        self.kill9(i);
+        let addr = self.addrs[i].clone();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpListener::bind(&addr).is_err() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let primary = self.addrs[j].clone();
+        self.spawn_master(i, &addr, Some(&primary));
+    }
+
     /// Master `i`'s own account of itself (`None`: it does not answer).
     pub fn state(&self, i: usize) -> Option<MasterState> {
         let mut cfg = ClientConfig::new(vec![self.addrs[i].clone()]);

@@ -132,3 +132,26 @@ fn a_deposed_primary_cuts_off_records_the_new_primary_never_had() {
     c.wait_primary_is(0, TAKEOVER_LIMIT);
     assert_eq!(ls(&c), ["kept", "lost"]);
 }
+
+/// After a takeover the new primary acknowledges writes alone (the old one is down); then
+/// both stop and come back the other way round: the stale master as primary, the newer one
+/// as its standby (a fresh-clone trial lost `/after` this way through `dfs cluster up`: the
+/// stale master told the newer one to cut its log back). The stale master must refuse to
+/// lead it, be deposed by the witnesses, and the newer one must come back as primary (the
+/// witnesses let the last primary take the next epoch) with every acknowledged write.
+#[test]
+fn a_stale_master_started_as_primary_never_cuts_a_newer_standby_back() {
+    let mut c = HaCluster::start(3);
+    mkdir(&c, "/a");
+    c.kill9(0);
+    c.wait_primary_is(1, TAKEOVER_LIMIT);
+    mkdir(&c, "/after");
+    c.kill9(1);
+    c.restart(0);
+    c.restart_as_standby_of(1, 0);
+    let took = c.wait_primary_is(1, Duration::from_secs(60));
+    eprintln!("the newer master was primary again after {took:?}");
+    assert_eq!(ls(&c), ["a", "after"]);
+    assert_eq!(c.wait_in_sync(Duration::from_secs(60)), 1);
+    assert_eq!(c.state(0).unwrap().role, "standby");
+}
