@@ -207,6 +207,21 @@ fn restore_sigpipe() {
     }
 }
 
+/// SIGPIPE is back to its default for stdout (above), but a socket write to a peer that
+/// closed (a server that resets the connection) must be an error, not a silent death: the
+/// runtime's threads, where connections are driven, block it (signal masks are per thread,
+/// and a blocked SIGPIPE leaves the write to fail with EPIPE).
+fn block_sigpipe_in_this_thread() {
+    // SAFETY: plain libc calls on a local, zero-initialised signal set; changing this
+    // thread's own signal mask has no memory-safety implications.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
 fn run_user_command(
     command: Command,
     masters: Vec<String>,
@@ -214,6 +229,7 @@ fn run_user_command(
 ) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_start(block_sigpipe_in_this_thread)
         .build()
         .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
     runtime.block_on(async move {

@@ -446,12 +446,35 @@ pub async fn copy_out(
     let file = std::sync::Arc::new(file);
     while let Some(data) = pieces.next_piece().await? {
         let f = file.clone();
-        tokio::task::spawn_blocking(move || (&*f).write_all(&data))
+        let written = tokio::task::spawn_blocking(move || (&*f).write_all(&data))
             .await
-            .map_err(|e| std::io::Error::other(format!("write task failed: {e}")))??;
+            .map_err(|e| std::io::Error::other(format!("write task failed: {e}")))?;
+        if let Err(e) = written {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                die_of_sigpipe();
+            }
+            return Err(e.into());
+        }
         progress(pieces.position());
     }
     Ok(pieces.position())
+}
+
+/// The reader of our output went away (`dfs cat f | head`): end as `cat` does, killed by
+/// SIGPIPE. The write ran on a runtime thread, where SIGPIPE is blocked so that sockets fail
+/// with EPIPE instead; only a pipe (never a regular file) gives EPIPE here.
+fn die_of_sigpipe() -> ! {
+    // SAFETY: restoring the default disposition, unblocking the signal for this thread and
+    // raising it ends the process; no memory is touched.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(libc::SIGPIPE);
+    }
+    std::process::exit(128 + libc::SIGPIPE)
 }
 
 /// This process's stdout as a `File` (a duplicate descriptor, so dropping it leaves fd 1

@@ -4,7 +4,7 @@
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -320,6 +320,49 @@ fn user_mistakes_get_clear_errors_and_non_zero_exits() {
         );
     };
     check(&["ls", "/nope"], "/nope: No such file or directory");
+    // A chunkserver given as the master resets the connection: a clear error every time,
+    // never a silent death by SIGPIPE (exit 141 with nothing printed, seen 11 times in 20).
+    for _ in 0..5 {
+        let out = Command::new(dfs_bin())
+            .args([
+                "--master",
+                &c.chunkservers[0].addr,
+                "--timeout",
+                "5s",
+                "ls",
+                "/",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.starts_with("dfs: "), "{err}");
+    }
+    // `dfs cat f | head`: ends quietly, as cat does (killed by SIGPIPE, nothing printed).
+    let mut big = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut big, &vec![7u8; 8 << 20]).unwrap();
+    c.must_dfs(&["put", big.path().to_str().unwrap(), "/big"]);
+    let mut child = Command::new(dfs_bin())
+        .args(["--master", &c.master.addr, "cat", "/big"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 10];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(first, [7u8; 10]);
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&out.status),
+        Some(libc::SIGPIPE),
+        "{out:?}"
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let long = format!("/{}", "x".repeat(256));
     check(&["mkdir", &long], "File name too long");
     c.must_dfs(&["mkdir", "/d"]);
