@@ -205,6 +205,18 @@ impl Masters {
             if !code.is_retryable() {
                 return Err(err);
             }
+            if let (ErrorCode::NotPrimary, Some(h)) = (code, hint.as_deref()) {
+                if self.clients.len() == 1 && h != addr.as_str() {
+                    // The only master we know is a standby: waiting cannot help.
+                    return Err(ClientError::remote(
+                        path,
+                        ErrorCode::NotPrimary,
+                        format!(
+                            "master {addr} is a standby; the primary is at {h} (give both: --master {h},{addr} or DFS_MASTER)"
+                        ),
+                    ));
+                }
+            }
             only_refused &= is_refused(&err);
             tracing::debug!(master = %addr, %what, %path, error = %err, "retrying");
             if matches!(

@@ -154,4 +154,15 @@ fn a_stale_master_started_as_primary_never_cuts_a_newer_standby_back() {
     assert_eq!(ls(&c), ["a", "after"]);
     assert_eq!(c.wait_in_sync(Duration::from_secs(60)), 1);
     assert_eq!(c.state(0).unwrap().role, "standby");
+    // Given only the standby, the CLI says where the primary is instead of timing out.
+    let out = std::process::Command::new(crate::common::dfs_bin())
+        .args(["--master", &c.addrs[0], "--timeout", "20s", "ls", "/"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("is a standby; the primary is at {}", c.addrs[1])),
+        "{err}"
+    );
 }
