@@ -212,13 +212,18 @@ fn restore_sigpipe() {
 /// runtime's threads, where connections are driven, block it (signal masks are per thread,
 /// and a blocked SIGPIPE leaves the write to fail with EPIPE).
 fn block_sigpipe_in_this_thread() {
+    sigpipe_mask(libc::SIG_BLOCK);
+}
+
+/// Blocks or unblocks (`how`) SIGPIPE for the calling thread.
+pub(crate) fn sigpipe_mask(how: libc::c_int) {
     // SAFETY: plain libc calls on a local, zero-initialised signal set; changing this
     // thread's own signal mask has no memory-safety implications.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGPIPE);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
     }
 }
 

@@ -464,14 +464,11 @@ pub async fn copy_out(
 /// SIGPIPE. The write ran on a runtime thread, where SIGPIPE is blocked so that sockets fail
 /// with EPIPE instead; only a pipe (never a regular file) gives EPIPE here.
 fn die_of_sigpipe() -> ! {
-    // SAFETY: restoring the default disposition, unblocking the signal for this thread and
-    // raising it ends the process; no memory is touched.
+    crate::sigpipe_mask(libc::SIG_UNBLOCK);
+    // SAFETY: restoring the default disposition and raising the signal ends the process; no
+    // memory is touched.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGPIPE);
-        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
         libc::raise(libc::SIGPIPE);
     }
     std::process::exit(128 + libc::SIGPIPE)

@@ -145,27 +145,28 @@ impl HaCluster {
         }
     }
 
-    /// Starts master `i` again on its address, without `--standby-of`: it finds out from
-    /// the witnesses whether it is still the primary.
-    pub fn restart(&mut self, i: usize) {
+    /// Kills master `i` and waits until its address is free again; returns the address.
+    fn stop_for_restart(&mut self, i: usize) -> String {
         self.kill9(i);
         let addr = self.addrs[i].clone();
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpListener::bind(&addr).is_err() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
+        addr
+    }
+
+    /// Starts master `i` again on its address, without `--standby-of`: it finds out from
+    /// the witnesses whether it is still the primary.
+    pub fn restart(&mut self, i: usize) {
+        let addr = self.stop_for_restart(i);
         self.spawn_master(i, &addr, None);
     }
 
     /// Starts master `i` again on its address as a standby of master `j` (what `dfs cluster
     /// up` does with its two data directories whichever of them was primary last).
     pub fn restart_as_standby_of(&mut self, i: usize, j: usize) {
-        self.kill9(i);
-        let addr = self.addrs[i].clone();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpListener::bind(&addr).is_err() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let addr = self.stop_for_restart(i);
         let primary = self.addrs[j].clone();
         self.spawn_master(i, &addr, Some(&primary));
     }
