@@ -64,8 +64,8 @@ impl Client {
     /// two of the same chunk (they would only queue on the primary's chunk lock, and a new
     /// chunk's allocation must not race itself). Every piece is written with `sync`, so an
     /// acknowledged piece is on every replica's disk whatever order pieces finish in. The
-    /// size is committed in order: after the last piece, and every [`COMMIT_EVERY_BYTES`] so
-    /// a long transfer becomes visible as it goes.
+    /// size is committed in order: every [`COMMIT_EVERY_BYTES`], so a long transfer becomes
+    /// visible as it goes, and once at the end.
     async fn fill_from<R, P>(&self, reader: R, path: &str, inode: u64, progress: P) -> Result<u64>
     where
         R: AsyncRead,
@@ -118,8 +118,7 @@ impl Client {
                     break Err(ClientError::Protocol(format!("write task failed: {join}")))
                 }
             }
-            let finished = eof && inflight.is_empty();
-            if finished || end - committed >= COMMIT_EVERY_BYTES {
+            if end - committed >= COMMIT_EVERY_BYTES {
                 if let Err(e) = self.commit_write(inode, end, self.deadline()).await {
                     break Err(e);
                 }
@@ -131,9 +130,10 @@ impl Client {
             piece.task.abort();
         }
         result.map_err(|e| with_path(e, path))?;
-        // The end of input can be seen only after the last piece finished (a read exactly
-        // up to EOF does not know it is the last one, and the next read waits while a piece of
-        // the same chunk is in flight): the final size is committed here, never skipped.
+        // The final size is committed here, once the loop has seen the end of input, which
+        // can come only after the last piece finished (a read exactly up to EOF does not know
+        // it is the last one, and the next read waits while a piece of the same chunk is in
+        // flight).
         if committed < read_pos {
             self.commit_write(inode, read_pos, self.deadline())
                 .await
